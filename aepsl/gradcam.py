@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['capture_layer', 'grad_cam']
 
-# %% ../nbs/03_gradcam.ipynb #9b63834c
+# %% ../nbs/03_gradcam.ipynb #b18e1703
 from contextlib import contextmanager
 import torch
 from torch import nn
 import torch.nn.functional as F
 from .cam import normalize_cams, eval_mode
 
-# %% ../nbs/03_gradcam.ipynb #15e5d2bf
+# %% ../nbs/03_gradcam.ipynb #f2897792
 class _Capture:
     def __init__(self): self.out = None
     def __call__(self, module, inp, out):
@@ -31,7 +31,7 @@ def capture_layer(model:nn.Module, # any network
     try: yield cap
     finally: h.remove()
 
-# %% ../nbs/03_gradcam.ipynb #bb921394
+# %% ../nbs/03_gradcam.ipynb #0bfb82f0
 def grad_cam(model:nn.Module, # any network giving B×C scores
              images:torch.Tensor, # B×3×H×W normalised images
              layer, # layer name for `model.get_submodule`, or the module

@@ -207,6 +207,7 @@ def fit_classifier(model:nn.Module, # a `CAMClassifier` (or any net giving B×C 
                    flip:bool=True, # random horizontal flips of the training images
                    seed:int=0, # fixes initialisation-independent randomness: shuffling, flips, dropout
                    num_workers:int=0, # data-loader workers
+                   loss_fn=None, # `loss_fn(model(x), y)`; default: binary cross-entropy with logits
                    **kwargs, # `make_optimizer` overrides (opt, wd, sched, head_mult) and `fit` options (device, ckpt, resume, progress, amp)
                   )->list: # per-epoch history: train_loss, valid_loss, mAP, time
     "Train a multi-label classifier with BCE, the model's optimiser recipe and held-out mAP."
@@ -223,5 +224,5 @@ def fit_classifier(model:nn.Module, # a `CAMClassifier` (or any net giving B×C 
                     num_workers=num_workers, collate_fn=_flip_collate(g) if flip else None)
     vdl = DataLoader(valid_ds, 2 * rec['bs'], num_workers=num_workers) if valid_ds is not None else None
     opt, sched = make_optimizer(model, rec['epochs'] * len(dl), **rec)
-    return fit(model, dl, F.binary_cross_entropy_with_logits, rec['epochs'], opt, sched,
+    return fit(model, dl, loss_fn or F.binary_cross_entropy_with_logits, rec['epochs'], opt, sched,
                valid_fn=(lambda m: classifier_metrics(m, vdl)) if vdl is not None else None, **fit_kw)

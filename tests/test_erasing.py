@@ -37,15 +37,22 @@ def test_rerun_reads_everything_back(data, tmp_path):
     np.testing.assert_array_equal(a.mined, b.mined)
 
 def test_stops_when_classification_fails(data, tmp_path):
+    "Step 2's classifier is crippled (features and weights frozen, weights zero: chance-level mAP), so the rule must stop there."
     trn, hold = data
-    ae = AdversarialErasing(trn.images, trn.labels, hold.images, hold.labels, tiny, max_steps=3, min_map=0.0, **FIT)
-    ae.run()
-    maps = [s['holdout_mAP'] for s in ae.steps]
-    thr = (maps[0] + min(maps[1:])) / 2 if min(maps[1:]) < maps[0] else None
-    if thr is None: pytest.skip('held-out mAP did not drop in this tiny run')
-    ae.run(min_map=thr)
-    assert ae.steps[-1]['success'] is False and ae.n_used == len(ae.steps) - 1
-    assert ae.mined.max() == ae.n_used        # the failed step's regions are not used
+    calls = []
+    def make(C):
+        calls.append(C); m = tiny(C)
+        if len(calls) >= 2:
+            m.features.requires_grad_(False); m.classifier.weight.data.zero_(); m.classifier.weight.requires_grad_(False)
+        return m
+    ae = AdversarialErasing(trn.images, trn.labels, hold.images, hold.labels, make, max_steps=3, min_map=0.0, out=tmp_path / 'r', **FIT)
+    ae.run(max_steps=2)
+    m1, m2 = (s['holdout_mAP'] for s in ae.steps)
+    assert m2 < m1
+    steps = ae.run(max_steps=3, min_map=(m1 + m2) / 2)     # resumed: same classifiers, new criterion
+    assert [s['success'] for s in steps] == [True, False] and ae.n_used == 1
+    assert ae.mined.max() == 1                              # the failed step's regions are not used
+    assert len(calls) == 2                                  # the stop came before a third classifier was trained
 
 def test_first_step_failure_is_an_error(data):
     trn, hold = data
@@ -71,3 +78,26 @@ def test_hide_and_seek_hides_about_p():
     h = HideAndSeek(ds, grid_sizes=(1/8,), p=0.5, seed=0)
     frac = np.mean([(h[i][0] == 0).float().mean().item() for i in range(200)])
     assert 0.45 < frac < 0.55
+
+def test_cli_writes_run_folder_and_resumes(tmp_path):
+    from aepsl.erasing import main_erase
+    from aepsl.viz import load_label_png
+    args = ['--out', str(tmp_path / 'run'), '--n-train', '24', '--n-holdout', '12', '--size', '48', '--epochs', '1',
+            '--max-steps', '2', '--min-map', '0', '--device', 'cpu']
+    out = main_erase(args)
+    for f in ('config.json', 'log.txt', 'metrics.json', 'figures/steps.png', 'cls/step2/model.pt', 'mined/step2/done.json'):
+        assert (out / f).is_file(), f
+    m = json.loads((out / 'metrics.json').read_text())
+    assert [s['step'] for s in m['steps']] == [1, 2] and 'mIoU' in m['steps'][0]
+    assert len(list((out / 'pseudo_objects').glob('*.png'))) == 24
+    assert load_label_png(next((out / 'pseudo_objects').glob('*.png'))).shape == (48, 48)
+    again = json.loads((main_erase(args) / 'metrics.json').read_text())
+    assert all(s['resumed'] for s in again['steps']) and again['steps'] == [dict(s, resumed=True) for s in m['steps']]
+
+def test_cli_on_voc_folder(tmp_path):
+    from aepsl.data import synthetic_voc
+    from aepsl.erasing import main_erase
+    synthetic_voc(tmp_path / 'voc', n_train=16, n_val=8, size=48)
+    out = main_erase(['--data', str(tmp_path / 'voc'), '--out', str(tmp_path / 'run'), '--epochs', '1', '--max-steps', '1',
+                      '--min-map', '0', '--device', 'cpu'])
+    assert json.loads((out / 'config.json').read_text())['n_train'] == 16
