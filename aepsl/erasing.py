@@ -122,11 +122,11 @@ class AdversarialErasing:
     def train_step(self, t:int):
         "Train $M_t$ on $I_t$, mine its regions on training and held-out images: (record, R, R_holdout, model)."
         t0 = time.time(); set_seed(self.seed + t); model = self.make_model(self.n_classes)   # same init whether resumed or not
-        hist = fit_classifier(model, self._ds(self.erased(t), self.labels), self._ds(self.erased(t, True), self.holdout_labels),
-                              seed=self.seed + t, **self.fit_kwargs)
+        ds, hds = self._ds(self.erased(t), self.labels), self._ds(self.erased(t, True), self.holdout_labels)
+        hist = fit_classifier(model, ds, hds, seed=self.seed + t, **self.fit_kwargs)
         t1 = time.time()
-        R = mine_regions(compute_cams(model, self._ds(self.erased(t), self.labels), bs=self.cam_bs), self.labels, self.delta)
-        Rh = mine_regions(compute_cams(model, self._ds(self.erased(t, True), self.holdout_labels), bs=self.cam_bs), self.holdout_labels, self.delta)
+        R = mine_regions(compute_cams(model, ds, bs=self.cam_bs), self.labels, self.delta)
+        Rh = mine_regions(compute_cams(model, hds, bs=self.cam_bs), self.holdout_labels, self.delta)
         rec = dict(step=t, holdout_mAP=float(hist[-1]['mAP']), train_loss=float(hist[-1]['train_loss']),
                    train_time=round(t1 - t0, 2), mine_time=round(time.time() - t1, 2), history=hist)
         return rec, R, Rh, model
