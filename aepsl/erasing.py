@@ -242,13 +242,15 @@ def acol_regions(model:ACoL, ds, labels, delta:float=0.5, bs:int=64):
 def _load_split(ds, size):
     "Images (resized to `size`×`size` when given), labels and masks of a `VOCWSSS` split, as arrays."
     from PIL import Image
-    ims, masks = [], []
+    from aepsl.data import labels_from_mask
+    ims, masks, labels = [], [], []
     for i in range(len(ds)):
         im = ds.image(i); m = ds.mask(i, im.shape[:2]) if ds.with_masks else np.full(im.shape[:2], 255, np.uint8)
+        if ds.label_source == 'mask': labels.append(labels_from_mask(m, len(ds.classes)))   # from the full-size mask, read once
         if size: im, m = (np.asarray(Image.fromarray(a).resize((size, size), r)) for a, r in ((im, Image.BILINEAR), (m, Image.NEAREST)))
         ims.append(im); masks.append(m)
     if len({im.shape for im in ims}) > 1: raise ValueError(f"images of {ds.root} differ in size: pass --size to resize them")
-    return np.stack(ims), ds.labels, np.stack(masks)
+    return np.stack(ims), np.stack(labels) if labels else ds.labels, np.stack(masks)
 
 def main_erase(argv=None):
     "Console script `aepsl_erase`: adversarial erasing on the synthetic benchmark or a VOC-layout folder."

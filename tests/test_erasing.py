@@ -101,3 +101,13 @@ def test_cli_on_voc_folder(tmp_path):
     out = main_erase(['--data', str(tmp_path / 'voc'), '--out', str(tmp_path / 'run'), '--epochs', '1', '--max-steps', '1',
                       '--min-map', '0', '--device', 'cpu'])
     assert json.loads((out / 'config.json').read_text())['n_train'] == 16
+
+def test_load_split_labels_from_full_size_masks(tmp_path):
+    "The CLI's loader reads each mask once; its labels equal the reader's, also when images are resized."
+    from aepsl.data import synthetic_voc, VOCWSSS
+    from aepsl.erasing import _load_split
+    synthetic_voc(tmp_path / 'voc', n_train=6, n_val=2, size=48)
+    ds = VOCWSSS(tmp_path / 'voc', 'train')
+    X, Y, M = _load_split(ds, 24)
+    assert X.shape == (6, 24, 24, 3) and M.shape == (6, 24, 24)
+    np.testing.assert_array_equal(Y, VOCWSSS(tmp_path / 'voc', 'train').labels)
