@@ -6,7 +6,7 @@
 __all__ = ['normalize_cams', 'eval_mode', 'raw_cam', 'cam_from_fc', 'multiscale_cam', 'cams_to_label_map', 'cam_batches',
            'compute_cams', 'ThresholdSweep', 'evaluate_cams']
 
-# %% ../nbs/02_cam.ipynb #cc7f79cb
+# %% ../nbs/02_cam.ipynb #c7a8550b
 from contextlib import contextmanager
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from .metrics import SegMetric
 
-# %% ../nbs/02_cam.ipynb #ef733658
+# %% ../nbs/02_cam.ipynb #5892769f
 def normalize_cams(cams:torch.Tensor, # B×C×H×W raw maps (any sign)
                    labels=None, # B×C 0/1 image-level labels; classes with 0 are set to 0. None: keep all
                    eps:float=1e-8, # lower bound of the divisor, so an all-zero map stays 0
@@ -26,7 +26,7 @@ def normalize_cams(cams:torch.Tensor, # B×C×H×W raw maps (any sign)
     if labels is not None: cams = cams * torch.as_tensor(labels, device=cams.device).float()[..., None, None].gt(0)
     return cams
 
-# %% ../nbs/02_cam.ipynb #5a3b61f5
+# %% ../nbs/02_cam.ipynb #5dc7280d
 @contextmanager
 def eval_mode(model:nn.Module):
     "Context manager: `model.eval()` inside, the previous train/eval mode restored on exit."
@@ -37,7 +37,7 @@ def eval_mode(model:nn.Module):
 
 def _device(model): return next(model.parameters()).device
 
-# %% ../nbs/02_cam.ipynb #c61a00cf
+# %% ../nbs/02_cam.ipynb #c39d5abc
 def raw_cam(model:nn.Module, # a `CAMClassifier` (`.features`, `.classifier` linear)
             images:torch.Tensor, # B×3×H×W normalised images
            )->torch.Tensor: # B×C×h×w at feature resolution, unnormalised (may be negative)
@@ -58,7 +58,7 @@ def cam_from_fc(model:nn.Module, # a `CAMClassifier`
     if upsample: cams = F.interpolate(cams, size or images.shape[-2:], mode='bilinear', align_corners=False)
     return normalize_cams(cams, labels)
 
-# %% ../nbs/02_cam.ipynb #795814ff
+# %% ../nbs/02_cam.ipynb #49968102
 @torch.no_grad()
 def multiscale_cam(model:nn.Module, # a `CAMClassifier`
                    images:torch.Tensor, # B×3×H×W normalised images
@@ -80,7 +80,7 @@ def multiscale_cam(model:nn.Module, # a `CAMClassifier`
             total = total + c
     return normalize_cams(total, labels)
 
-# %% ../nbs/02_cam.ipynb #aa48b283
+# %% ../nbs/02_cam.ipynb #1fac900f
 def cams_to_label_map(cams, # C×H×W or B×C×H×W CAMs (tensor or array) in [0, 1]
                       bg_threshold:float, # pixels whose largest CAM is below this are background
                      )->np.ndarray: # uint8 H×W (or B×H×W): 0 background, c+1 for class c
@@ -89,7 +89,7 @@ def cams_to_label_map(cams, # C×H×W or B×C×H×W CAMs (tensor or array) in [0
     mx, am = c.max(-3)
     return torch.where(mx < bg_threshold, 0, am + 1).to(torch.uint8).cpu().numpy()
 
-# %% ../nbs/02_cam.ipynb #08d0e59b
+# %% ../nbs/02_cam.ipynb #81a6ea55
 def _collate(items): return items
 
 def cam_batches(model:nn.Module, # a `CAMClassifier`
@@ -117,7 +117,7 @@ def compute_cams(model:nn.Module, # a `CAMClassifier`
     out = [c.numpy() for cams, _, _ in cam_batches(model, ds, **kwargs) for c in cams]
     return np.stack(out) if len({o.shape for o in out}) == 1 else out
 
-# %% ../nbs/02_cam.ipynb #e35c1421
+# %% ../nbs/02_cam.ipynb #b92a3524
 class ThresholdSweep:
     "Accumulate CAM-as-pseudo-mask confusion matrices for many background thresholds in one pass."
     def __init__(self,
@@ -167,7 +167,7 @@ class ThresholdSweep:
         ax.set_xlabel('background threshold'); ax.set_ylabel('mIoU'); ax.grid(alpha=.3)
         return ax
 
-# %% ../nbs/02_cam.ipynb #c25a112a
+# %% ../nbs/02_cam.ipynb #7716c5c5
 def evaluate_cams(model:nn.Module, # a `CAMClassifier`
                   ds, # dataset of `(image, labels, mask)` with GT masks
                   thresholds=tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)), # background thresholds

@@ -4,22 +4,25 @@
 
 # %% ../nbs/00_data.ipynb #f6ce761d
 from __future__ import annotations
-import os, json, tempfile, warnings
+import os, json, shutil, warnings
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, patch
+from fastcore.script import call_parse
 from skimage.segmentation import find_boundaries
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+from .runs import atomic_write, check_id, safe_join, write_json
 
 # %% auto #0
-__all__ = ['SYNTH_CLASSES', 'SYNTH_CONTEXT', 'IMAGENET_MEAN', 'IMAGENET_STD', 'VOC_CLASSES', 'part_pattern', 'smooth_noise',
-           'synthetic_sample', 'SyntheticWSSS', 'mean_pixel', 'pixel_std', 'RandomScale', 'seg_transforms',
-           'ArrayDataset', 'atomic_write', 'write_voc', 'synthetic_voc', 'labels_from_names', 'labels_from_mask',
-           'VOCWSSS', 'main_synthetic']
+__all__ = ['SYNTH_CLASSES', 'SYNTH_CONTEXT', 'IMAGENET_MEAN', 'IMAGENET_STD', 'VOC_CLASSES', 'IMAGE_FORMATS', 'part_pattern',
+           'smooth_noise', 'synthetic_sample', 'SyntheticWSSS', 'mean_pixel', 'pixel_std', 'RandomScale',
+           'seg_transforms', 'ArrayDataset', 'check_label_map', 'write_voc', 'synthetic_voc', 'pil_to_rgb',
+           'labels_from_names', 'labels_from_mask', 'read_split', 'read_cls_labels', 'convert_cls_labels', 'VOCWSSS',
+           'main_synthetic']
 
 # %% ../nbs/00_data.ipynb #da7f66c0
 SYNTH_CLASSES = ('hstripes', 'vstripes', 'checker', 'diagonal', 'dots')
@@ -108,21 +111,120 @@ def synthetic_sample(idx:int, # image index; with `seed` it fixes the image
     return img, mask, labels, part
 
 # %% ../nbs/00_data.ipynb #3c6a5e1b
+def _check_sizes(sizes):
+    "`sizes` as a list of (h, w) pairs of positive ints; `ValueError` naming a bad one."
+    out = []
+    for s in sizes:
+        try: h, w = (int(v) for v in s)
+        except (TypeError, ValueError): raise ValueError(f"a size must be a pair (h, w) of ints, got {s!r}") from None
+        if h < 1 or w < 1: raise ValueError(f"a size must be positive, got {s!r}")
+        out.append((h, w))
+    if not out: raise ValueError("sizes is empty; pass None for square images")
+    return out
+
+def _center_crop(a, h, w):
+    y0, x0 = (a.shape[0] - h) // 2, (a.shape[1] - w) // 2
+    return np.ascontiguousarray(a[y0:y0 + h, x0:x0 + w])
+
 class SyntheticWSSS:
-    "`n` synthetic images in memory: `.images` N×H×W×3 uint8, `.masks`, `.labels` N×C, `.parts`, `.ids`, `.classes`."
+    "`n` synthetic images generated on demand: `image(i)`, `mask(i)`, `part(i)`, `labels` N×C, `ids`, `classes`."
+    has_masks = True
     def __init__(self, n:int, # number of images
                  size:int=96, # image side in pixels
                  seed:int=0, # dataset seed: use different seeds for train and held-out sets
                  start:int=0, # index of the first image
+                 sizes=None, # optional list of (h, w): image i is `sizes[i % len(sizes)]`, cropped from a square scene
                  **kwargs): # passed to `synthetic_sample`
         if n < 1: raise ValueError(f"a synthetic set needs at least one image, got n={n}")
-        store_attr('n,size,seed,start')
-        out = [synthetic_sample(i, size=size, seed=seed, **kwargs) for i in range(start, start + n)]
-        self.images, self.masks, self.labels, self.parts = (np.stack(o) for o in zip(*out))
-        self.classes = SYNTH_CLASSES[:self.labels.shape[1]]
+        nc = kwargs.get('n_classes', 5)
+        if not 1 <= nc <= 5: raise ValueError(f"n_classes must be in 1..5, got {nc}")
+        if sizes is not None: sizes = _check_sizes(sizes)
+        store_attr('n,size,seed,start,sizes')
+        self.kwargs, self.classes = kwargs, SYNTH_CLASSES[:nc]
         self.ids = [f'syn{seed}_{i:06d}' for i in range(start, start + n)]
+        self._labels, self._arrays, self._last = None, None, (None, None)
     def __len__(self): return self.n
-    def __repr__(self): return f'SyntheticWSSS(n={self.n}, size={self.size}, seed={self.seed}, classes={self.classes})'
+    def __repr__(self):
+        sz = f'sizes={self.sizes}' if self.sizes else f'size={self.size}'
+        return f'SyntheticWSSS(n={self.n}, {sz}, seed={self.seed}, classes={self.classes})'
+
+# %% ../nbs/00_data.ipynb #5a1414bb
+@patch
+def sample(self:SyntheticWSSS, i:int): # image index, 0..n-1
+    "`(image, mask, labels, part)` of image `i`, generated from its own random stream."
+    i = self._index(i)
+    last = self._last
+    if last[0] == i: return last[1]
+    j = self.start + i
+    if self.sizes is None: s = synthetic_sample(j, size=self.size, seed=self.seed, **self.kwargs)
+    else:
+        h, w = self.sizes[i % len(self.sizes)]
+        img, m, _, part = synthetic_sample(j, size=max(h, w), seed=self.seed, **self.kwargs)
+        img, m, part = (_center_crop(a, h, w) for a in (img, m, part))
+        v = np.unique(m); y = np.zeros(len(self.classes), np.float32)
+        y[v[(v > 0) & (v < 255)].astype(int) - 1] = 1   # labels of what the crop kept
+        s = img, m, y, part
+    self._last = (i, s)
+    return s
+
+@patch
+def _index(self:SyntheticWSSS, i):
+    i = int(i)
+    if not 0 <= i < self.n: raise IndexError(f"image index {i} out of range for {self.n} images")
+    return i
+
+@patch
+def image(self:SyntheticWSSS, i:int): # image index
+    "Image `i`, uint8 H×W×3."
+    return self._arrays[0][self._index(i)] if self._arrays is not None else self.sample(i)[0]
+
+@patch
+def mask(self:SyntheticWSSS, i:int): # image index
+    "Label map `i`, uint8 H×W (0 background, 1..C, 255 on object borders)."
+    return self._arrays[1][self._index(i)] if self._arrays is not None else self.sample(i)[1]
+
+@patch
+def part(self:SyntheticWSSS, i:int): # image index
+    "Discriminative-part mask of image `i`, bool H×W."
+    return self._arrays[2][self._index(i)] if self._arrays is not None else self.sample(i)[3]
+
+@patch(as_prop=True)
+def labels(self:SyntheticWSSS):
+    "Image-level labels, float32 N×C, computed once (one image at a time)."
+    if self._labels is None: self._labels = np.stack([self.sample(i)[2] for i in range(self.n)])
+    return self._labels
+
+# %% ../nbs/00_data.ipynb #ca88df3e
+@patch
+def _stack(self:SyntheticWSSS):
+    "Build (once) the stacked images, masks and parts."
+    if self._arrays is None:
+        if self.sizes is not None and len(set(self.sizes)) > 1:
+            raise ValueError(f"the images have different sizes ({sorted(set(self.sizes))}): they cannot be "
+                             "stacked into one array; read them one at a time with .image(i), .mask(i), .part(i)")
+        img0 = self.sample(0)[0]
+        h, w = img0.shape[:2]
+        ims, ms, ps = np.empty((self.n, h, w, 3), np.uint8), np.empty((self.n, h, w), np.uint8), np.empty((self.n, h, w), bool)
+        ys = np.empty((self.n, len(self.classes)), np.float32)
+        for i in range(self.n): ims[i], ms[i], ys[i], ps[i] = self.sample(i)
+        if self._labels is None: self._labels = ys
+        self._arrays = ims, ms, ps
+    return self._arrays
+
+@patch(as_prop=True)
+def images(self:SyntheticWSSS):
+    "All images as one uint8 N×H×W×3 array (built on first use, then kept)."
+    return self._stack()[0]
+
+@patch(as_prop=True)
+def masks(self:SyntheticWSSS):
+    "All label maps, uint8 N×H×W (built on first use, then kept)."
+    return self._stack()[1]
+
+@patch(as_prop=True)
+def parts(self:SyntheticWSSS):
+    "All part masks, bool N×H×W (built on first use, then kept)."
+    return self._stack()[2]
 
 # %% ../nbs/00_data.ipynb #bd17c7bf
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, grey levels: torchvision's ImageNet weights expect these
@@ -201,66 +303,140 @@ class ArrayDataset(Dataset):
 # %% ../nbs/00_data.ipynb #3798c08e
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
                'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
+IMAGE_FORMATS = {'jpg': 'JPEG', 'jpeg': 'JPEG', 'png': 'PNG'}  # file suffix -> PIL format; the reader tries them in this order
 
-def atomic_write(path, write):
-    "Call `write(tmp_path)`, then rename the temporary file to `path`; nothing is left half-written."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix=path.suffix); os.close(fd)
-    try: write(tmp); os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    return path
+def check_label_map(m, # integer H×W label map
+                    n_classes:int|None=None, # C: values must be in 0..C or 255; None: only 0..255 is checked
+                    where:str='label map', # what it is, for the message (e.g. the file)
+                   )->np.ndarray: # uint8 H×W
+    "`m` as uint8 once its values are checked: 0 background, 1..C classes, 255 ignore; `ValueError` naming `where` and the value."
+    m = np.asarray(m)
+    if not (np.issubdtype(m.dtype, np.integer) or m.dtype == bool): raise TypeError(f"{where} must hold integers, got dtype {m.dtype}")
+    if m.size == 0: return m.astype(np.uint8)
+    rng = f"0..{n_classes} or 255 (0 = background, 1..{n_classes} = the {n_classes} classes, 255 = ignore)" if n_classes is not None else "0..255"
+    if m.dtype != np.uint8:
+        lo, hi = int(m.min()), int(m.max())
+        if lo < 0 or hi > 255: raise ValueError(f"{where} holds value {lo if lo < 0 else hi}; label values must be {rng}")
+        m = m.astype(np.uint8)
+    if n_classes is not None:
+        v = np.flatnonzero(np.bincount(m.ravel(), minlength=256))
+        bad = v[(v > n_classes) & (v != 255)]
+        if len(bad): raise ValueError(f"{where} holds value {bad[0]}; label values must be {rng}")
+    return m
+
+def _check_01(labels, ids, source):
+    "Image-level labels must be 0 or 1: `ValueError` naming the image and where the labels came from."
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{source} gives image {ids[r]!r} the label {labels[r, c]:g} for class {c}; image-level labels must be 0 or 1")
+    return labels
+
+# %% ../nbs/00_data.ipynb #a14432da
+def _image_format(f):
+    f = str(f).lower().lstrip('.')
+    if f not in IMAGE_FORMATS: raise ValueError(f"unknown image format {f!r}; known: {', '.join(IMAGE_FORMATS)}")
+    return f
 
 def write_voc(root, # output folder
-              images, # uint8 N×H×W×3
-              masks, # uint8 N×H×W label maps
-              ids, # N image ids (file stems)
+              images, # uint8 H×W×3 images: an N×H×W×3 array, a list, or any iterable (written one at a time)
+              masks, # uint8 H×W label maps, one per image (array, list or iterable)
+              ids, # N image ids: file stems, never paths
               splits:dict, # split name -> list of ids, e.g. {'train': [...], 'val': [...]}
               classes, # foreground class names
-              labels=None, # optional N×C image-level labels, written to cls_labels.npy
-              quality:int=95): # JPEG quality
-    "Write images, palette masks, split lists and class names in PASCAL VOC layout under `root`."
+              labels=None, # optional N×C 0/1 image-level labels: cls_labels.npy (plain array) + cls_labels_ids.txt
+              quality:int=95, # JPEG quality
+              formats='jpg', # image format, or a list cycled over the images: 'jpg', 'png'
+             )->Path: # `root`
+    "Write images, palette masks, split lists and class names in PASCAL VOC layout, atomically and only inside `root`."
     from aepsl.viz import save_label_png
-    root = Path(root); known = set(ids)
+    root, ids, classes = Path(root), list(ids), list(classes)
+    for k, i in enumerate(ids): check_id(i, f'write_voc ids[{k}]')
+    if len(set(ids)) < len(ids): raise ValueError(f"write_voc got duplicate ids, e.g. {[i for i in ids if ids.count(i) > 1][:3]}")
+    known = set(ids)
     for name, split_ids in splits.items():
+        check_id(name, 'write_voc splits (a split name is a file name)')
         if missing := [i for i in split_ids if i not in known]: raise ValueError(f"split {name!r} names unknown ids, e.g. {missing[:3]}")
-    for img, m, i in zip(images, masks, ids):
-        if img.shape[:2] != m.shape: raise ValueError(f"mask of {i} is {m.shape}, image is {img.shape[:2]}")
-        atomic_write(root / 'JPEGImages' / f'{i}.jpg', lambda p: Image.fromarray(img).save(p, format='JPEG', quality=quality))
-        save_label_png(m, root / 'SegmentationClass' / f'{i}.png')
-    for name, split_ids in splits.items():
-        atomic_write(root / 'ImageSets' / 'Segmentation' / f'{name}.txt', lambda p: Path(p).write_text(''.join(f'{i}\n' for i in split_ids)))
-    atomic_write(root / 'class_names.txt', lambda p: Path(p).write_text(''.join(f'{c}\n' for c in classes)))
+    if bad := [c for c in classes if not str(c).strip() or len(str(c).split()) != 1]: raise ValueError(f"class names must be single words, got {bad}")
+    fmts = [_image_format(formats)] if isinstance(formats, str) else [_image_format(f) for f in formats]
     if labels is not None:
-        atomic_write(root / 'cls_labels.npy', lambda p: np.save(open(p, 'wb'), {i: np.asarray(l, np.float32) for i, l in zip(ids, labels)}))
+        labels = np.asarray(labels, np.float32)
+        if labels.shape != (len(ids), len(classes)): raise ValueError(f"labels are {labels.shape}, expected {(len(ids), len(classes))} (ids × classes)")
+        _check_01(labels, ids, 'write_voc labels')
+    if hasattr(images, '__len__') and len(images) != len(ids): raise ValueError(f"{len(images)} images for {len(ids)} ids")
+    n = 0
+    for k, (img, m) in enumerate(zip(images, masks)):
+        if k >= len(ids): raise ValueError(f"more images than the {len(ids)} ids")
+        i, img, m = ids[k], np.asarray(img), np.asarray(m)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8: raise ValueError(f"image {i} must be uint8 H×W×3, got {img.dtype} {img.shape}")
+        if img.shape[:2] != m.shape: raise ValueError(f"mask of {i} is {m.shape}, image is {img.shape[:2]}")
+        m = check_label_map(m, len(classes), f'mask of {i}')
+        ext = fmts[k % len(fmts)]
+        opts = dict(quality=quality) if IMAGE_FORMATS[ext] == 'JPEG' else {}
+        atomic_write(safe_join(root, 'JPEGImages', f'{i}.{ext}'), lambda p: Image.fromarray(img).save(p, format=IMAGE_FORMATS[ext], **opts), root)
+        for other in IMAGE_FORMATS:   # one image file per id: a stale one in another format would shadow this one
+            if other != ext: (root / 'JPEGImages' / f'{i}.{other}').unlink(missing_ok=True)
+        save_label_png(m, safe_join(root, 'SegmentationClass', f'{i}.png'), root=root)
+        n += 1
+    if n != len(ids): raise ValueError(f"got {len(ids)} ids but {n} images and masks")
+    for name, split_ids in splits.items():
+        atomic_write(root / 'ImageSets' / 'Segmentation' / f'{name}.txt', lambda p: Path(p).write_text(''.join(f'{i}\n' for i in split_ids)), root)
+    atomic_write(root / 'class_names.txt', lambda p: Path(p).write_text(''.join(f'{c}\n' for c in classes)), root)
+    if labels is not None:   # the ids first: the array is what makes the labels visible
+        atomic_write(root / 'cls_labels_ids.txt', lambda p: Path(p).write_text(''.join(f'{i}\n' for i in ids)), root)
+        atomic_write(root / 'cls_labels.npy', lambda p: np.save(p, labels, allow_pickle=False), root)
     return root
 
 def synthetic_voc(root, # output folder
                   n_train:int=800, # training images
                   n_val:int=200, # held-out images
-                  size:int=96, # image side
+                  size:int=96, # image side (with `sizes`: unused)
                   seed:int=0, # dataset seed
+                  sizes=None, # optional list of (h, w) image sizes, cycled over the images
+                  formats=('jpg',), # image formats cycled over the images, e.g. ('jpg', 'png')
                   **kwargs): # passed to `synthetic_sample`
-    "Write the synthetic benchmark under `root` in VOC layout, with `train` and `val` splits."
-    ds = SyntheticWSSS(n_train + n_val, size=size, seed=seed, **kwargs)
-    return write_voc(root, ds.images, ds.masks, ds.ids, {'train': ds.ids[:n_train], 'val': ds.ids[n_train:]}, ds.classes)
+    "Write the synthetic benchmark under `root` in VOC layout, with `train` and `val` splits, one image at a time."
+    ds = SyntheticWSSS(n_train + n_val, size=size, seed=seed, sizes=sizes, **kwargs)
+    idx = range(len(ds))
+    return write_voc(root, (ds.image(i) for i in idx), (ds.mask(i) for i in idx), ds.ids,
+                     {'train': ds.ids[:n_train], 'val': ds.ids[n_train:]}, ds.classes, formats=formats)
 
 # %% ../nbs/00_data.ipynb #e5b724c0
+_16BIT = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
+_TO_RGB = ('RGB', 'RGBA', 'RGBX', 'RGBa', 'L', 'LA', 'P', 'PA', '1', 'CMYK', 'YCbCr')
+
+def pil_to_rgb(im, # an open PIL image
+            where='image', # its file, for messages
+           )->np.ndarray: # uint8 H×W×3
+    "Any 8-bit or 16-bit PIL image as uint8 RGB; 16-bit grey is scaled by 1/257. Other modes raise `ValueError`."
+    if im.mode in _16BIT:
+        a = np.array(im)
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if lo < 0 or hi > 65535: raise ValueError(f"{where} has mode {im.mode} with values {lo}..{hi}, outside 0..65535: not a 16-bit grey image")
+        g = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)   # 65535 -> 255, 257 -> 1
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in _TO_RGB: return np.array(im.convert('RGB'))
+    raise ValueError(f"{where} has PIL mode {im.mode!r}, which has no faithful 8-bit RGB conversion; "
+                     f"supported: {', '.join(_TO_RGB + _16BIT)}. Convert it to 8-bit RGB (e.g. a JPEG or PNG) first")
+
 def _read_image(path):
     try:
-        with Image.open(path) as im: return np.array(im.convert('RGB'))
+        with Image.open(path) as im: return pil_to_rgb(im, f'image {path}')
     except FileNotFoundError: raise FileNotFoundError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e: raise ValueError(f"cannot decode image {path}: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot decode image {path}: {e}") from None
 
-def _read_mask(path):
+_MASK_MODES = ('P', 'L') + _16BIT
+
+def _read_mask(path, n_classes=None):
     try:
         with Image.open(path) as im:
-            if im.mode not in ('P', 'L', 'I;16', 'I'): raise ValueError(f"mask {path} has mode {im.mode}; expected a palette or grey PNG of class indices")
-            return np.array(im, dtype=np.uint8)
+            if im.mode not in _MASK_MODES: raise ValueError(f"mask {path} has mode {im.mode}; expected a palette or grey PNG of class indices")
+            m = np.array(im)
     except FileNotFoundError: raise FileNotFoundError(f"mask file not found: {path}") from None
-    except (UnidentifiedImageError, SyntaxError) as e: raise ValueError(f"cannot decode mask {path}: {e}") from None
-    except OSError as e: raise ValueError(f"cannot decode mask {path}: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot decode mask {path}: {e}") from None
+    return check_label_map(m, n_classes, f'mask {path}')
 
 def labels_from_names(names, # class names present in one image
                       classes): # all foreground class names
@@ -275,10 +451,77 @@ def labels_from_mask(mask, n_classes:int):
     "Multi-hot float32 vector of the classes 1..C present in a label map (0 and 255 skipped)."
     v = np.unique(mask); v = v[(v > 0) & (v != 255)]
     if len(v) and v.max() > n_classes: raise ValueError(f"mask holds class {v.max()} but there are only {n_classes} classes")
-    y = np.zeros(n_classes, np.float32); y[v - 1] = 1
+    y = np.zeros(n_classes, np.float32); y[v.astype(int) - 1] = 1
     return y
 
 # %% ../nbs/00_data.ipynb #610e9f83
+def read_split(path, # a split file: one image id per line (the first word of the line)
+              )->list: # the ids
+    "Image ids of a split file, each checked to be a file name: `ValueError` naming the file and line."
+    ids = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip(): ids.append(check_id(line.split()[0], f'{path} line {n}'))
+    return ids
+
+def _voc_root(root):
+    root = Path(root)
+    if not (root / 'JPEGImages').is_dir() and (root / 'VOCdevkit' / 'VOC2012' / 'JPEGImages').is_dir(): root = root / 'VOCdevkit' / 'VOC2012'
+    if not root.is_dir(): raise FileNotFoundError(f"dataset folder not found: {root}")
+    return root
+
+def _irn_key(k):
+    "IRN stores 2007_000032 as the int 2007000032: give it back its underscore."
+    if isinstance(k, (int, np.integer)):
+        s = str(int(k))
+        return f'{s[:4]}_{s[4:]}' if len(s) == 10 else s
+    return str(k)
+
+def _pickle_refused(p):
+    root = p.parent
+    return (f"{p} is a pickled dict, as IRN/PSA ship it. Unpickling a file can run any code it holds, so it is read only "
+            f"when you opt in: VOCWSSS(..., allow_pickle=True), or --allow_pickle on the command line, for a file you trust. "
+            f"Better, convert it once to a pickle-free array + ids form:\n"
+            f"    python -c \"from aepsl.data import convert_cls_labels; convert_cls_labels('{root}')\"")
+
+def read_cls_labels(path, # a cls_labels.npy: a plain N×C array (with cls_labels_ids.txt beside it) or a pickled dict
+                    allow_pickle:bool=False, # unpickle an IRN/PSA dict (can run code: only for files you trust)
+                   )->dict: # id -> float32 C-vector
+    "Image-level labels of `cls_labels.npy` as a dict; a pickled file is refused unless `allow_pickle`."
+    p = Path(path)
+    if not p.is_file(): raise FileNotFoundError(f"image-level label file not found: {p}")
+    try: a = np.load(p, allow_pickle=False)
+    except ValueError as e:
+        if 'pickle' not in str(e): raise ValueError(f"cannot read {p}: {e}") from None
+        if not allow_pickle: raise ValueError(_pickle_refused(p)) from None
+        d = np.load(p, allow_pickle=True)
+        d = d.item() if isinstance(d, np.ndarray) and d.dtype == object and d.shape == () else d
+        if not isinstance(d, dict): raise ValueError(f"{p}: expected a pickled dict {{id: C-vector}}, got {type(d).__name__}") from None
+        return {_irn_key(k): np.asarray(v, np.float32).ravel() for k, v in d.items()}
+    except (OSError, EOFError) as e: raise ValueError(f"cannot read {p}: {e}") from None
+    f = p.with_name('cls_labels_ids.txt')
+    if not f.is_file(): raise FileNotFoundError(f"{p} holds a plain {a.shape} array, but {f}, the id of each row (one per line), is missing")
+    ids = [l.strip() for l in f.read_text().splitlines() if l.strip()]
+    if a.ndim != 2 or len(a) != len(ids): raise ValueError(f"{p} is a {a.shape} array but {f} lists {len(ids)} ids: expected one row per id")
+    if not np.issubdtype(a.dtype, np.number) and a.dtype != bool: raise ValueError(f"{p} holds {a.dtype}, expected numbers")
+    return dict(zip(ids, a.astype(np.float32)))
+
+def convert_cls_labels(root, # the VOC folder holding IRN/PSA's pickled cls_labels.npy (or a folder above VOCdevkit)
+                      )->Path: # the new cls_labels.npy
+    "Rewrite a pickled `cls_labels.npy` that you trust as a plain array + `cls_labels_ids.txt`; the original is kept as `cls_labels_pickled.npy`."
+    root = _voc_root(root); p = root / 'cls_labels.npy'
+    try: read_cls_labels(p); return p   # already pickle-free
+    except ValueError as e:
+        if 'pickled dict' not in str(e): raise
+    d = read_cls_labels(p, allow_pickle=True)
+    if len({v.shape for v in d.values()}) > 1: raise ValueError(f"{p}: label vectors of different lengths {sorted({v.shape for v in d.values()})}")
+    ids = list(d); a = np.stack([d[i] for i in ids]).astype(np.float32)
+    _check_01(a, ids, str(p))
+    bak = root / 'cls_labels_pickled.npy'
+    if not bak.exists(): atomic_write(bak, lambda t: shutil.copyfile(p, t), root)
+    atomic_write(root / 'cls_labels_ids.txt', lambda t: Path(t).write_text(''.join(f'{i}\n' for i in ids)), root)
+    return atomic_write(p, lambda t: np.save(t, a, allow_pickle=False), root)
+
+# %% ../nbs/00_data.ipynb #61b4c06b
 class VOCWSSS(Dataset):
     "A PASCAL VOC-layout folder as a dataset of `(image, labels, mask)`, with image-level labels for WSSS."
     def __init__(self, root, # VOC2012 folder (holding JPEGImages), or a folder holding VOCdevkit/VOC2012
@@ -287,89 +530,120 @@ class VOCWSSS(Dataset):
                  label_source:str='auto', # 'mask', 'cls_labels' (cls_labels.npy), 'names' (<split>_labels.txt) or 'auto'
                  mask_dir:str|None=None, # mask folder name; None: SegmentationClassAug for *_aug splits or when present, else SegmentationClass
                  tfms=None, # transforms of (Image, Mask); None: ImageNet normalisation
-                 with_masks:bool=True): # read masks (False: mask is all 255, e.g. a training set without masks)
-        root = Path(root)
-        if not (root / 'JPEGImages').is_dir() and (root / 'VOCdevkit' / 'VOC2012' / 'JPEGImages').is_dir(): root = root / 'VOCdevkit' / 'VOC2012'
-        if not root.is_dir(): raise FileNotFoundError(f"dataset folder not found: {root}")
+                 with_masks:bool=True, # read masks (False: mask is all 255, e.g. a training set without masks)
+                 allow_pickle:bool=False): # read IRN/PSA's pickled cls_labels.npy (a pickle can run code: only files you trust)
+        root = _voc_root(root)
         if not (root / 'JPEGImages').is_dir(): raise FileNotFoundError(f"no JPEGImages folder in {root}")
         tried = [root / 'ImageSets' / d / f'{split}.txt' for d in ('Segmentation', 'SegmentationAug')]
         split_file = next((p for p in tried if p.is_file()), None)
         if split_file is None: raise FileNotFoundError(f"split {split!r} not found; looked for {', '.join(map(str, tried))}")
-        self.ids = [l.split()[0] for l in split_file.read_text().splitlines() if l.strip()]
+        self.ids = read_split(split_file)
         if not self.ids: raise ValueError(f"split file {split_file} lists no images")
         names_file = root / 'class_names.txt'
         if classes is None: classes = [l.strip() for l in names_file.read_text().splitlines() if l.strip()] if names_file.is_file() else VOC_CLASSES
         self.classes = tuple(c for c in classes if c != 'background')
         if mask_dir is None: mask_dir = 'SegmentationClassAug' if ('aug' in split or not (root / 'SegmentationClass').is_dir()) and (root / 'SegmentationClassAug').is_dir() else 'SegmentationClass'
-        if label_source == 'auto':
-            label_source = 'cls_labels' if (root / 'cls_labels.npy').is_file() else 'names' if (root / 'ImageSets' / 'Segmentation' / f'{split}_labels.txt').is_file() else 'mask'
+        names = root / 'ImageSets' / 'Segmentation' / f'{split}_labels.txt'
+        if label_source == 'auto': label_source = 'cls_labels' if (root / 'cls_labels.npy').is_file() else 'names' if names.is_file() else 'mask'
         if label_source not in ('mask', 'cls_labels', 'names'): raise ValueError(f"unknown label_source {label_source!r}")
-        store_attr('root,split,split_file,mask_dir,label_source,with_masks')
+        store_attr('root,split,split_file,mask_dir,label_source,with_masks,allow_pickle')
+        self.has_masks = with_masks and (root / mask_dir).is_dir()
         self.tfms = tfms or seg_transforms()
         self._labels = None
+        if label_source == 'names': self._labels = self._labels_from_names(names)   # small files: read and checked now,
+        if label_source == 'cls_labels': self._labels = self._labels_from_cls(root / 'cls_labels.npy')   # before any long work
 
-    def image_path(self, i): return self.root / 'JPEGImages' / f'{self.ids[i]}.jpg'
+    def image_path(self, i):
+        "Path of image `i`: `JPEGImages/<id>.jpg`, `.jpeg` or `.png`, the first that exists."
+        tried = [self.root / 'JPEGImages' / f'{self.ids[i]}.{e}' for e in IMAGE_FORMATS]
+        for p in tried:
+            if p.is_file(): return p
+        raise FileNotFoundError(f"{self.split_file} lists {self.ids[i]!r} but no image file exists; tried {', '.join(map(str, tried))}")
     def mask_path(self, i): return self.root / self.mask_dir / f'{self.ids[i]}.png'
     def __len__(self): return len(self.ids)
     def __repr__(self): return f'VOCWSSS({self.root}, split={self.split!r}, {len(self)} images, {len(self.classes)} classes, labels from {self.label_source})'
 
-    def image(self, i):
-        "Image `i` as uint8 H×W×3."
-        p = self.image_path(i)
-        if not p.is_file(): raise FileNotFoundError(f"{self.split_file} lists {self.ids[i]!r} but {p} does not exist")
-        return _read_image(p)
+# %% ../nbs/00_data.ipynb #fe5091be
+@patch
+def image(self:VOCWSSS, i:int): # image index
+    "Image `i` as uint8 H×W×3 RGB, at its own size."
+    return _read_image(self.image_path(i))
 
-    def mask(self, i, shape=None):
-        "Label map `i` as uint8 H×W; checked against the image's `shape` when given."
-        p = self.mask_path(i)
-        if not p.is_file(): raise FileNotFoundError(f"{self.split_file} lists {self.ids[i]!r} but {p} does not exist")
-        m = _read_mask(p)
-        if shape is not None and m.shape != tuple(shape): raise ValueError(f"mask {p} is {m.shape[1]}×{m.shape[0]} but its image is {shape[1]}×{shape[0]}")
-        return m
+@patch
+def mask(self:VOCWSSS, i:int, # image index
+         shape=None): # (H, W) of its image, checked when given
+    "Label map `i` as uint8 H×W, its values checked against the classes."
+    p = self.mask_path(i)
+    if not p.is_file(): raise FileNotFoundError(f"{self.split_file} lists {self.ids[i]!r} but {p} does not exist")
+    m = _read_mask(p, len(self.classes))
+    if shape is not None and m.shape != tuple(shape): raise ValueError(f"mask {p} is {m.shape[1]}×{m.shape[0]} but its image is {shape[1]}×{shape[0]}")
+    return m
 
-    @property
-    def labels(self):
-        "Image-level labels N×C, float32 (derived once, then kept)."
-        if self._labels is None: self._labels = np.stack([self._read_labels(i) for i in range(len(self))])
-        return self._labels
+@patch(as_prop=True)
+def labels(self:VOCWSSS):
+    "Image-level labels N×C, float32 0/1 (from masks: derived on first use, then kept)."
+    if self._labels is None:
+        y = np.stack([labels_from_mask(self.mask(i), len(self.classes)) for i in range(len(self))])
+        self._labels = _check_01(y, self.ids, self.root / self.mask_dir)
+    return self._labels
 
-    def _read_labels(self, i):
-        if self.label_source == 'mask': return labels_from_mask(self.mask(i), len(self.classes))
-        if self.label_source == 'names':
-            if not hasattr(self, '_names'):
-                f = self.root / 'ImageSets' / 'Segmentation' / f'{self.split}_labels.txt'
-                self._names = {l.split()[0]: l.split()[1:] for l in f.read_text().splitlines() if l.strip()}
-            if self.ids[i] not in self._names: raise KeyError(f"{self.ids[i]!r} has no line in {self.split}_labels.txt")
-            return labels_from_names(self._names[self.ids[i]], self.classes)
-        if not hasattr(self, '_cls'): self._cls = np.load(self.root / 'cls_labels.npy', allow_pickle=True).item()
-        k = self.ids[i]; y = self._cls.get(k, self._cls.get(int(k.replace('_', ''))) if k.replace('_', '').isdigit() else None)
-        if y is None: raise KeyError(f"{k!r} has no entry in {self.root / 'cls_labels.npy'}")
-        y = np.asarray(y, np.float32)
-        if y.shape != (len(self.classes),): raise ValueError(f"cls_labels.npy gives {k!r} {y.shape[0]} labels but there are {len(self.classes)} classes")
-        return y
+@patch
+def _labels_from_names(self:VOCWSSS, f):
+    rows = {}
+    for n, l in enumerate(f.read_text().splitlines(), 1):
+        if l.strip(): rows[l.split()[0]] = (n, l.split()[1:])
+    out = np.zeros((len(self), len(self.classes)), np.float32)
+    for k, i in enumerate(self.ids):
+        if i not in rows: raise KeyError(f"{i!r} (from {self.split_file}) has no line in {f}")
+        try: out[k] = labels_from_names(rows[i][1], self.classes)
+        except ValueError as e: raise ValueError(f"{f} line {rows[i][0]} ({i!r}): {e}") from None
+    return out
 
-    def __getitem__(self, i):
-        img = self.image(i)
-        m = self.mask(i, img.shape[:2]) if self.with_masks else np.full(img.shape[:2], 255, np.uint8)
-        x, m = self.tfms(tv_tensors.Image(torch.from_numpy(img).permute(2, 0, 1)), tv_tensors.Mask(torch.from_numpy(m)))
-        return x.as_subclass(torch.Tensor), torch.from_numpy(self.labels[i]), m.as_subclass(torch.Tensor).long()
+@patch
+def _labels_from_cls(self:VOCWSSS, p):
+    d = read_cls_labels(p, self.allow_pickle)
+    out = np.zeros((len(self), len(self.classes)), np.float32)
+    for k, i in enumerate(self.ids):
+        y = d.get(i, d.get(i.replace('_', '')))
+        if y is None: raise KeyError(f"{i!r} (from {self.split_file}) has no entry in {p}")
+        if y.shape != (len(self.classes),): raise ValueError(f"{p} gives {i!r} {y.size} labels but there are {len(self.classes)} classes")
+        out[k] = y
+    return _check_01(out, self.ids, str(p))
+
+@patch
+def __getitem__(self:VOCWSSS, i):
+    img = self.image(i)
+    m = self.mask(i, img.shape[:2]) if self.has_masks else np.full(img.shape[:2], 255, np.uint8)
+    x, m = self.tfms(tv_tensors.Image(torch.from_numpy(img).permute(2, 0, 1)), tv_tensors.Mask(torch.from_numpy(m)))
+    return x.as_subclass(torch.Tensor), torch.from_numpy(self.labels[i]), m.as_subclass(torch.Tensor).long()
 
 # %% ../nbs/00_data.ipynb #65ae7925
-def main_synthetic(argv=None):
-    "Console script `aepsl_data`: write the synthetic benchmark in VOC layout, with a preview figure."
-    import argparse
-    p = argparse.ArgumentParser(prog='aepsl_data', description=main_synthetic.__doc__)
-    p.add_argument('--out', default='data/synth', help='output folder')
-    p.add_argument('--n-train', type=int, default=800); p.add_argument('--n-val', type=int, default=200)
-    p.add_argument('--size', type=int, default=96); p.add_argument('--seed', type=int, default=0)
-    a = p.parse_args(argv)
-    root = synthetic_voc(a.out, a.n_train, a.n_val, a.size, a.seed)
+def _parse_sizes(s:str):
+    "'64x96,96x96' -> [(64, 96), (96, 96)] (H×W)."
+    try: return [tuple(int(v) for v in t.lower().split('x')) for t in s.split(',') if t.strip()]
+    except ValueError: raise ValueError(f"sizes must look like 64x96,96x96 (H x W), got {s!r}") from None
+
+@call_parse
+def main_synthetic(out:str='data/synth', # output folder
+                   n_train:int=800, # training images
+                   n_val:int=200, # held-out images
+                   size:int=96, # image side in pixels
+                   seed:int=0, # dataset seed
+                   sizes:str='', # mixed image sizes, H x W, comma-separated, e.g. 64x96,96x96,120x80 (empty: all size x size)
+                   formats:str='jpg', # image formats cycled over the images, comma-separated: jpg, png
+                  ):
+    "Console script `aepsl_data`: write the synthetic benchmark in VOC layout, with a preview figure and info.json."
+    fmts = [f.strip() for f in formats.split(',') if f.strip()]
+    root = synthetic_voc(out, n_train, n_val, size, seed, sizes=_parse_sizes(sizes) if sizes else None, formats=fmts)
     ds = VOCWSSS(root, 'train')
+    import matplotlib.pyplot as plt
     from aepsl.viz import colorize, show_grid
-    k = min(8, len(ds)); fig = show_grid([ds.image(i) for i in range(k)] + [colorize(ds.mask(i)) for i in range(k)],
-                                         titles=[', '.join(np.array(ds.classes)[ds.labels[i] > 0]) for i in range(k)] + [''] * k, ncols=k)
-    atomic_write(root / 'preview.png', lambda f: fig.savefig(f, format='png', dpi=80, bbox_inches='tight'))
-    info = dict(root=str(root), n_train=a.n_train, n_val=a.n_val, size=a.size, seed=a.seed, classes=list(ds.classes),
-                class_frequency=dict(zip(ds.classes, ds.labels.mean(0).round(3).tolist())))
-    atomic_write(root / 'info.json', lambda f: Path(f).write_text(json.dumps(info, indent=1)))
-    print(json.dumps(info, indent=1)); return root
+    k = min(8, len(ds))
+    fig = show_grid([ds.image(i) for i in range(k)] + [colorize(ds.mask(i)) for i in range(k)],
+                    titles=[', '.join(np.array(ds.classes)[ds.labels[i] > 0]) for i in range(k)] + [''] * k, ncols=k)
+    atomic_write(root / 'preview.png', lambda f: fig.savefig(f, format='png', dpi=80, bbox_inches='tight'), root)
+    plt.close(fig)
+    info = dict(root=str(root), n_train=n_train, n_val=n_val, size=size, seed=seed, sizes=sizes or None, formats=fmts,
+                classes=list(ds.classes), class_frequency=dict(zip(ds.classes, ds.labels.mean(0).round(3).tolist())))
+    write_json(root / 'info.json', info, root)
+    print(json.dumps(info, indent=1))

@@ -7,13 +7,14 @@ __all__ = ['voc_palette', 'colorize', 'to_rgb', 'overlay_mask', 'overlay_heatmap
            'save_label_png', 'load_label_png']
 
 # %% ../nbs/00b_viz.ipynb #1e608742
-import os, errno, uuid
+import os, errno
 from pathlib import Path
 import numpy as np
 import torch
 import matplotlib
 import matplotlib.pyplot as plt
 from PIL import Image
+from .runs import atomic_write
 
 # %% ../nbs/00b_viz.ipynb #660fcb40
 def voc_palette(n:int=256, # number of entries
@@ -136,26 +137,18 @@ def show_label_maps(label_maps, # list of integer H×W label maps
 # %% ../nbs/00b_viz.ipynb #c043bd22
 def save_label_png(label_map, # integer H×W label map, values in [0, 255]
                    path, # destination `.png`; parent folders are created
+                   root=None, # if given, `path` must lie inside this folder
                   )->Path: # `path`
-    "Write `label_map` as a VOC palette PNG, atomically (temporary file + `os.replace`)."
+    "Write `label_map` as a VOC palette PNG, atomically (`aepsl.runs.atomic_write`)."
     lm = _to_numpy(label_map)
     if lm.ndim != 2: raise ValueError(f"label map must be 2-D H×W, got shape {lm.shape}")
     if not np.issubdtype(lm.dtype, np.integer):
         raise TypeError(f"label map must hold integers, got dtype {lm.dtype}")
     if lm.size and (lm.min() < 0 or lm.max() > 255):
         raise ValueError(f"label map values must be in [0, 255], got range [{lm.min()}, {lm.max()}]")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(np.ascontiguousarray(lm, dtype=np.uint8))
     im.putpalette(voc_palette().tobytes())  # turns the "L" image into a "P" one
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        with open(tmp, 'xb') as f: im.save(f, format='PNG')
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: im.save(tmp, format='PNG'), root)
 
 def load_label_png(path, # a label PNG written by `save_label_png` or a VOC `SegmentationClass` file
                   )->np.ndarray: # uint8 H×W class indices

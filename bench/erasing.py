@@ -1,44 +1,83 @@
-"""Adversarial erasing: wall time of a K-step run against K plain classifier trainings on the same data
-(the overhead of mining and erasing), and the mined-region quality of every step.
+"""Adversarial erasing on the built-in benchmark at the command line's size: mined-region quality of CAM alone,
+Hide-and-Seek, ACoL and AE per step (with the stopping rule's choice), and the wall-time overhead of mining and
+erasing-on-load over plain classifier training. Writes bench/results/erasing.json (read by nbs/04_erasing.ipynb).
 
-    python bench/erasing.py [--steps 3] [--n-train 600] [--n-holdout 200] [--epochs 6] [--delta 0.5]
+    python bench/erasing.py [--n_train 600] [--n_holdout 200] [--steps 4]
 """
-import argparse, json, platform, tempfile, time
+import argparse, json, platform, subprocess, sys, tempfile, time
+from pathlib import Path
 import numpy as np, torch
-from aepsl.data import SyntheticWSSS, ArrayDataset
+from aepsl.data import SyntheticWSSS, seg_transforms
+from aepsl.metrics import SegMetric
 from aepsl.models import small_cnn
 from aepsl.train import fit_classifier, default_device
-from aepsl.erasing import AdversarialErasing, region_quality
+from aepsl.cam import cam_batches
+from aepsl.erasing import (AdversarialErasing, ErasedDataset, HideAndSeek, ACoL, fit_acol, acol_cam, mine_regions,
+                           regions_to_label_map, region_quality, PRESETS)
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-p.add_argument('--steps', type=int, default=3); p.add_argument('--n-train', type=int, default=600)
-p.add_argument('--n-holdout', type=int, default=200); p.add_argument('--epochs', type=int, default=6)
-p.add_argument('--delta', type=float, default=0.5); p.add_argument('--size', type=int, default=96)
+p.add_argument('--n_train', type=int, default=600); p.add_argument('--n_holdout', type=int, default=200)
+p.add_argument('--steps', type=int, default=4); p.add_argument('--out', default='bench/results/erasing.json')
 a = p.parse_args()
 
-trn, hold = SyntheticWSSS(a.n_train, size=a.size, seed=0), SyntheticWSSS(a.n_holdout, size=a.size, seed=1)
-C, dev = trn.labels.shape[1], default_device()
-fit_kw = dict(epochs=a.epochs, device=dev, progress=False)
+def machine():
+    cpu = next((l.split(':', 1)[1].strip() for l in subprocess.run(['lscpu'], capture_output=True, text=True).stdout.splitlines()
+                if l.startswith('Model name')), platform.processor())
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {default_device()}"
 
-ds = ArrayDataset(trn.images, trn.labels)
-hds = ArrayDataset(hold.images, hold.labels, mean=ds.mean, std=ds.std)
-t0 = time.perf_counter()
-for t in range(1, a.steps + 1): fit_classifier(small_cnn(C), ds, hds, seed=t, **fit_kw)
-t_plain = time.perf_counter() - t0
-
+trn, hold = SyntheticWSSS(a.n_train, seed=0), SyntheticWSSS(a.n_holdout, seed=1)
+C, cfg = len(trn.classes), PRESETS['cpu']
 with tempfile.TemporaryDirectory() as out:
-    ae = AdversarialErasing(trn.images, trn.labels, hold.images, hold.labels, small_cnn, delta=a.delta,
-                            max_steps=a.steps, min_map=0.0, out=out, **fit_kw)
+    ae = AdversarialErasing(trn, hold, out, max_steps=a.steps, rho=0.01)
     t0 = time.perf_counter(); steps = ae.run(); t_ae = time.perf_counter() - t0
+    quality = ae.evaluate()
+    n_rule = ae.run(rho=PRESETS['cpu']['rho']) and ae.n_used
+    mean, std = ae.stats()
 
-res = dict(machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {dev}",
-           config=vars(a), plain_training_s=round(t_plain, 1), ae_s=round(t_ae, 1),
-           overhead_pct=round(100 * (t_ae / t_plain - 1), 1),
-           mining_s=round(sum(s['mine_time'] for s in steps), 1),
-           steps=[dict(step=s['step'], holdout_mAP=round(s['holdout_mAP'], 3), **region_quality(ae.label_maps(s['step']), trn.masks, C))
-                  for s in steps])
+    # plain trainings: the same epochs per step, the same data pipeline, nothing erased or mined
+    tf = seg_transforms(mean, std, crop_size=cfg['crop_size'], scale=cfg['scale'], flip=True)
+    plain, hds = ErasedDataset(trn, [], mean, std, tfms=tf), ErasedDataset(hold, [], mean, std)
+    t0 = time.perf_counter()
+    for s in steps:
+        fit_classifier(small_cnn(C), plain, hds, epochs=s['epochs_trained'], bs=cfg['bs'], flip=False, seed=s['step'], progress=False)
+    t_plain = time.perf_counter() - t0
+
+    # baselines: one classifier each, on the original images, regions at the same delta
+    def score(cam_iter):
+        m = SegMetric(C + 1)
+        for cams, y, msk in cam_iter:
+            for cam, lab, gt in zip(cams.numpy(), y.numpy(), msk):
+                lm = regions_to_label_map(mine_regions(cam[None], lab[None], cfg['delta'])[0].astype(np.uint8))
+                m.update(torch.from_numpy(lm).long(), gt.long())
+        return region_quality(m)
+    evalds = ErasedDataset(trn, [], mean, std, with_masks=True)
+    torch.manual_seed(1)
+    has = small_cnn(C)
+    fit_classifier(has, HideAndSeek(plain), hds, epochs=cfg['epochs'], patience=cfg['patience'], bs=cfg['bs'], flip=False, seed=1, progress=False)
+    has_q = score(cam_batches(has, evalds, bs=64))
+    torch.manual_seed(1)
+    acol = ACoL(small_cnn(C).features, 128, C)
+    fit_acol(acol, plain, hds, epochs=cfg['epochs'], patience=cfg['patience'], bs=cfg['bs'], flip=False, seed=1, progress=False)
+    def acol_iter():
+        dl = torch.utils.data.DataLoader(evalds, 64)
+        for x, y, m in dl: yield acol_cam(acol, x, y), y, m
+    acol_q = score(acol_iter())
+
+rows = [dict(method='CAM alone (one classifier)', held_out_mAP=round(steps[0]['holdout_mAP'], 3), **{k: quality[0][k] for k in ('mIoU', 'precision', 'recall')}),
+        dict(method='Hide-and-Seek', held_out_mAP=None, **has_q), dict(method='ACoL', held_out_mAP=None, **acol_q)]
+for s, q in zip(steps[1:], quality[1:]):
+    note = ' (stopping rule)' if s['step'] == n_rule else ' (over-erasing)' if s['step'] > n_rule else ''
+    rows.append(dict(method=f"AE, {s['step']} steps{note}", held_out_mAP=round(s['holdout_mAP'], 3),
+                     **{k: q[k] for k in ('mIoU', 'precision', 'recall')}))
+res = dict(command=' '.join(['python'] + sys.argv), machine=machine(), rows=rows,
+           steps=[dict(step=s['step'], epochs=s['epochs_trained'], holdout_mAP=round(s['holdout_mAP'], 3), mAP_ratio=round(s['mAP_ratio'], 3),
+                       train_s=s['train_time'], mine_s=s['mine_time'], **q) for s, q in zip(steps, quality)],
+           steps_used_by_rule=n_rule, ae_s=round(t_ae, 1), plain_training_s=round(t_plain, 1),
+           overhead_pct=round(100 * (t_ae / t_plain - 1), 1), mining_s=round(sum(s['mine_time'] for s in steps), 1))
+Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+Path(a.out).write_text(json.dumps(res, indent=1) + '\n')
 print(json.dumps(res, indent=1))
-print(f"\n{a.steps}-step AE: {t_ae:.1f} s; {a.steps} plain trainings: {t_plain:.1f} s; overhead {res['overhead_pct']:+.1f} % "
-      f"(CAM mining {res['mining_s']:.1f} s)")
-print('| step | held-out mAP | mIoU | precision | recall |\n|---|---|---|---|---|')
-for s in res['steps']: print(f"| {s['step']} | {s['holdout_mAP']:.3f} | {s['mIoU']:.1f} | {s['precision']:.1f} | {s['recall']:.1f} |")
+print('\n| method | held-out mAP | mIoU | precision | recall |\n|---|---|---|---|---|')
+for r in rows: print(f"| {r['method']} | {r['held_out_mAP'] if r['held_out_mAP'] is not None else '–'} | {r['mIoU']} | {r['precision']} | {r['recall']} |")
+print(f"\n{len(steps)}-step AE {t_ae:.1f} s vs plain trainings of the same epochs {t_plain:.1f} s: overhead {res['overhead_pct']:+.1f} % "
+      f"(CAM mining {res['mining_s']} s)")

@@ -1,22 +1,89 @@
-"Bad-input and round-trip checks for aepsl.data that do not belong in the notebook's prose."
-import os, numpy as np, pytest, torch
+"Bad-input, round-trip and CLI checks for aepsl.data that do not belong in the notebook's prose."
+import os, re, shlex, shutil, stat, subprocess, sys
 from pathlib import Path
+import numpy as np, pytest, torch
 from PIL import Image
-from aepsl.data import (SyntheticWSSS, VOCWSSS, synthetic_voc, write_voc, ArrayDataset, seg_transforms, mean_pixel,
-                        labels_from_names, atomic_write, VOC_CLASSES, main_synthetic)
-from aepsl.viz import save_label_png
+from aepsl.data import (SyntheticWSSS, VOCWSSS, synthetic_voc, synthetic_sample, write_voc, ArrayDataset, seg_transforms,
+                        mean_pixel, labels_from_names, labels_from_mask, atomic_write, VOC_CLASSES, SYNTH_CLASSES,
+                        main_synthetic, convert_cls_labels, read_cls_labels, pil_to_rgb, check_label_map)
+from aepsl.viz import save_label_png, load_label_png
 
 @pytest.fixture
 def voc(tmp_path):
     synthetic_voc(tmp_path / 'voc', n_train=6, n_val=3, size=48, seed=5)
     return tmp_path / 'voc'
 
+def small_voc(root, ids=('2007_000032', '2007_000039'), classes=VOC_CLASSES, **kw):
+    "A tiny VOC folder: 8×8 black images, empty masks."
+    n = len(ids)
+    return write_voc(root, np.zeros((n, 8, 8, 3), np.uint8), np.zeros((n, 8, 8), np.uint8), list(ids), {'train': list(ids)}, classes, **kw)
+
+def files_under(p): return sorted(str(q.relative_to(p)) for q in Path(p).rglob('*') if q.is_file())
+
+# ---- one interface, synthetic and VOC ----
+
 def test_round_trip_labels_identical(voc):
     ref = SyntheticWSSS(9, size=48, seed=5)
     trn, val = VOCWSSS(voc, 'train'), VOCWSSS(voc, 'val')
     np.testing.assert_array_equal(np.concatenate([trn.labels, val.labels]), ref.labels)
-    for i in range(6): np.testing.assert_array_equal(trn.mask(i), ref.masks[i])
-    assert trn.ids == ref.ids[:6]
+    for i in range(6): np.testing.assert_array_equal(trn.mask(i), ref.mask(i))
+    assert trn.ids == ref.ids[:6] and trn.has_masks and ref.has_masks
+
+def test_synthetic_per_image_equals_stacked():
+    ds = SyntheticWSSS(12, size=40, seed=3, start=5)
+    imgs, masks = [ds.image(i) for i in range(12)], [ds.mask(i) for i in range(12)]
+    parts, labels = [ds.part(i) for i in range(12)], ds.labels
+    assert ds._arrays is None                        # per-image access and labels build no stacked arrays
+    assert labels.shape == (12, 5) and labels.dtype == np.float32
+    ref = [synthetic_sample(5 + i, size=40, seed=3) for i in range(12)]
+    for i in range(12):
+        np.testing.assert_array_equal(imgs[i], ref[i][0]); np.testing.assert_array_equal(masks[i], ref[i][1])
+        np.testing.assert_array_equal(labels[i], ref[i][2]); np.testing.assert_array_equal(parts[i], ref[i][3])
+    np.testing.assert_array_equal(ds.images, np.stack(imgs)); np.testing.assert_array_equal(ds.masks, np.stack(masks))
+    np.testing.assert_array_equal(ds.parts, np.stack(parts))
+    np.testing.assert_array_equal(SyntheticWSSS(12, size=40, seed=3, start=5).images, ds.images)   # stacked first, same
+    assert ds.ids[0] == 'syn3_000005' and ds.classes == SYNTH_CLASSES and len(ds) == 12
+    with pytest.raises(IndexError, match='out of range'): ds.image(12)
+
+def test_synthetic_mixed_sizes():
+    sizes = [(64, 96), (96, 96), (120, 80)]
+    ds = SyntheticWSSS(6, seed=1, sizes=sizes)
+    for i in range(6):
+        im, m, p = ds.image(i), ds.mask(i), ds.part(i)
+        assert im.shape == sizes[i % 3] + (3,) and m.shape == sizes[i % 3] == p.shape
+        np.testing.assert_array_equal(ds.labels[i], labels_from_mask(m, 5))   # labels of the cropped mask
+    np.testing.assert_array_equal(ds.image(1), synthetic_sample(1, seed=1)[0])  # a 96×96 crop of a 96 scene is the scene
+    with pytest.raises(ValueError, match='different sizes'): ds.images
+    with pytest.raises(ValueError, match='pair'): SyntheticWSSS(2, sizes=[64])
+
+def test_mixed_size_format_voc_round_trip(tmp_path):
+    sizes = [(64, 96), (96, 96), (120, 80)]
+    root = synthetic_voc(tmp_path / 'mix', n_train=5, n_val=3, seed=7, sizes=sizes, formats=('jpg', 'png'))
+    ref = SyntheticWSSS(8, seed=7, sizes=sizes)
+    trn, val = VOCWSSS(root, 'train'), VOCWSSS(root, 'val')
+    got = [(d, k) for d in (trn, val) for k in range(len(d))]
+    for n, (d, k) in enumerate(got):
+        p = d.image_path(k)
+        assert p.suffix == ('.jpg', '.png')[n % 2]
+        with Image.open(p) as im: assert im.format == ('JPEG', 'PNG')[n % 2]
+        img = d.image(k)
+        assert img.shape == sizes[n % 3] + (3,)
+        if p.suffix == '.png': np.testing.assert_array_equal(img, ref.image(n))
+        else: assert np.abs(img.astype(int) - ref.image(n)).mean() < 8
+        np.testing.assert_array_equal(d.mask(k), ref.mask(n))
+        x, y, m = d[k]
+        assert x.shape == (3,) + sizes[n % 3] and m.shape == sizes[n % 3]
+    np.testing.assert_array_equal(np.concatenate([trn.labels, val.labels]), ref.labels)
+
+def test_image_path_names_id_and_tried_paths(voc):
+    ds = VOCWSSS(voc, 'train'); os.remove(ds.image_path(3))
+    with pytest.raises(FileNotFoundError) as e: ds.image(3)
+    for suf in ('.jpg', '.jpeg', '.png'): assert f'{ds.ids[3]}{suf}' in str(e.value)
+    assert 'train.txt' in str(e.value)
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(voc / 'JPEGImages' / f'{ds.ids[3]}.jpeg')
+    assert ds.image_path(3).suffix == '.jpeg' and ds.image(3).shape == (48, 48, 3)
+
+# ---- folder and split errors ----
 
 def test_missing_root(tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere'): VOCWSSS(tmp_path / 'nowhere')
@@ -31,6 +98,14 @@ def test_missing_split(voc):
 def test_empty_split(voc):
     (voc / 'ImageSets' / 'Segmentation' / 'empty.txt').write_text('\n')
     with pytest.raises(ValueError, match='empty.txt'): VOCWSSS(voc, 'empty')
+
+@pytest.mark.parametrize('bad', ['../../x', '/abs/dir/img', 'a/b', 'a\\b', '..'])
+def test_split_id_that_is_a_path_refused(voc, bad):
+    f = voc / 'ImageSets' / 'Segmentation' / 'train.txt'
+    lines = f.read_text().splitlines(); lines.insert(2, bad)   # line 3
+    f.write_text('\n'.join(lines) + '\n')
+    with pytest.raises(ValueError) as e: VOCWSSS(voc, 'train')
+    assert f'{f} line 3' in str(e.value) and repr(bad) in str(e.value)
 
 def test_id_without_image(voc):
     f = voc / 'ImageSets' / 'Segmentation' / 'train.txt'; f.write_text(f.read_text() + 'ghost_01\n')
@@ -58,59 +133,228 @@ def test_rgb_mask_rejected(voc):
     ds = VOCWSSS(voc, 'train'); Image.new('RGB', (48, 48)).save(ds.mask_path(0))
     with pytest.raises(ValueError, match='mode RGB'): ds[0]
 
+# ---- images of any PIL mode ----
+
+G8 = np.arange(0, 256, 4, dtype=np.uint8).reshape(8, 8)
+GREY = np.repeat(G8[..., None], 3, 2)
+
+def test_16bit_grey_image_scaled_not_white(voc):
+    ds = VOCWSSS(voc, 'train'); p = ds.image_path(0); os.remove(p)
+    Image.fromarray(G8.astype(np.uint16) * 257).save(p.with_suffix('.png'))   # a 16-bit grey PNG
+    with Image.open(p.with_suffix('.png')) as im: assert im.mode.startswith('I')
+    np.testing.assert_array_equal(ds.image(0), GREY)
+    assert ds.image(0).max() == 252 and ds.image(0).min() == 0
+
+@pytest.mark.parametrize('mode', ['I;16', 'I;16B', 'I;16L'])
+def test_16bit_modes(mode):
+    v = (G8.astype(np.uint16) * 257)
+    raw = v.astype('>u2' if mode == 'I;16B' else '<u2').tobytes()
+    im = Image.frombytes(mode, (8, 8), raw)
+    assert im.mode == mode
+    np.testing.assert_array_equal(pil_to_rgb(im), GREY)
+
+def test_int32_image_with_16bit_values():
+    np.testing.assert_array_equal(pil_to_rgb(Image.fromarray(G8.astype(np.int32) * 257, 'I')), GREY)
+    with pytest.raises(ValueError, match='70000'): pil_to_rgb(Image.fromarray(np.full((2, 2), 70000, np.int32), 'I'), 'big.tif')
+
+def test_other_modes_to_rgb():
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(pil_to_rgb(Image.fromarray(G8, 'L')), GREY)
+    np.testing.assert_array_equal(pil_to_rgb(Image.fromarray(G8, 'L').convert('LA')), GREY)
+    np.testing.assert_array_equal(pil_to_rgb(Image.fromarray(rgb).convert('RGBA')), rgb)
+    pal = Image.fromarray(G8 // 64, 'L').convert('P'); pal.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    want = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], np.uint8)[G8 // 64]
+    np.testing.assert_array_equal(pil_to_rgb(pal), want)
+    np.testing.assert_array_equal(pil_to_rgb(pal.convert('PA')), want)
+    bw = Image.fromarray(G8 >= 128)
+    assert bw.mode == '1'
+    np.testing.assert_array_equal(pil_to_rgb(bw), np.where(GREY >= 128, 255, 0))
+    cmyk = Image.fromarray(rgb).convert('CMYK')
+    np.testing.assert_array_equal(pil_to_rgb(cmyk), np.array(cmyk.convert('RGB')))
+    assert np.abs(pil_to_rgb(cmyk).astype(int) - rgb).max() <= 1
+
+def test_float_image_refused_naming_file_and_mode(voc):
+    ds = VOCWSSS(voc, 'train'); p = ds.image_path(0); os.remove(p)
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(p.with_suffix('.tif'))
+    os.rename(p.with_suffix('.tif'), p.with_suffix('.png'))   # a TIFF behind a .png name: PIL reads by content
+    with pytest.raises(ValueError) as e: ds.image(0)
+    assert str(p.with_suffix('.png')) in str(e.value) and "'F'" in str(e.value)
+
+# ---- masks ----
+
+def test_16bit_mask_value_257_refused(voc):
+    ds = VOCWSSS(voc, 'train'); m = ds.mask(0).astype(np.uint16); m[3, 4] = 257
+    Image.fromarray(m).save(ds.mask_path(0))
+    with Image.open(ds.mask_path(0)) as im: assert im.mode.startswith('I')
+    with pytest.raises(ValueError) as e: ds.mask(0)
+    assert str(ds.mask_path(0)) in str(e.value) and 'value 257' in str(e.value)
+
+def test_16bit_mask_valid_values_read(voc):
+    ds = VOCWSSS(voc, 'train'); m = ds.mask(0)
+    Image.fromarray(m.astype(np.uint16)).save(ds.mask_path(0))
+    np.testing.assert_array_equal(ds.mask(0), m)
+
+def test_mask_class_beyond_class_names(tmp_path):
+    root = small_voc(tmp_path / 'v', ids=['a', 'b'])   # VOC's 20 classes
+    m = np.zeros((8, 8), np.uint8); m[2, 2] = 37; save_label_png(m, root / 'SegmentationClass' / 'b.png')
+    ds = VOCWSSS(root, 'train')
+    with pytest.raises(ValueError) as e: ds.mask(1)
+    assert str(root / 'SegmentationClass' / 'b.png') in str(e.value) and 'value 37' in str(e.value)
+    with pytest.raises(ValueError, match='value 37'): ds.labels
+    m[2, 2] = 20; save_label_png(m, root / 'SegmentationClass' / 'b.png')   # the last class is fine
+    assert ds.labels[1, 19] == 1
+
+def test_mask_class_out_of_range(voc):
+    ds = VOCWSSS(voc, 'train'); m = ds.mask(0); m[0, 0] = 9; save_label_png(m, ds.mask_path(0))
+    with pytest.raises(ValueError, match=f'{ds.ids[0]}.png holds value 9'): ds.labels
+
+# ---- image-level labels ----
+
 def test_unknown_class_name(voc):
     ds = VOCWSSS(voc, 'train')
-    (voc / 'ImageSets' / 'Segmentation' / 'train_labels.txt').write_text(''.join(f'{i} checker\n' for i in ds.ids[:-1]) + f'{ds.ids[-1]} unicorn\n')
-    ds = VOCWSSS(voc, 'train', with_masks=False)
-    assert ds.label_source == 'names'
-    with pytest.raises(ValueError, match='unicorn'): ds.labels
+    f = voc / 'ImageSets' / 'Segmentation' / 'train_labels.txt'
+    f.write_text(''.join(f'{i} checker\n' for i in ds.ids[:-1]) + f'{ds.ids[-1]} unicorn\n')
+    with pytest.raises(ValueError) as e: VOCWSSS(voc, 'train', with_masks=False)
+    assert 'unicorn' in str(e.value) and f'{f} line 6' in str(e.value) and ds.ids[-1] in str(e.value)
 
 def test_names_labels(voc):
     ds = VOCWSSS(voc, 'train')
     (voc / 'ImageSets' / 'Segmentation' / 'train_labels.txt').write_text(''.join(f'{i} checker dots\n' for i in ds.ids))
     ds = VOCWSSS(voc, 'train', with_masks=False)
+    assert ds.label_source == 'names' and not ds.has_masks
     np.testing.assert_array_equal(ds.labels, np.tile([0, 0, 1, 0, 1], (6, 1)))
     x, y, m = ds[0]; assert (m == 255).all()
 
-def test_mask_class_out_of_range(voc):
-    ds = VOCWSSS(voc, 'train'); m = ds.mask(0); m[0, 0] = 9; save_label_png(m, ds.mask_path(0))
-    with pytest.raises(ValueError, match='class 9'): ds.labels
+def test_missing_names_line(voc):
+    ds = VOCWSSS(voc, 'train')
+    (voc / 'ImageSets' / 'Segmentation' / 'train_labels.txt').write_text(''.join(f'{i} checker\n' for i in ds.ids[1:]))
+    with pytest.raises(KeyError, match=ds.ids[0]): VOCWSSS(voc, 'train')
+
+def pickled_cls_labels(root, ids, key='str'):
+    lab = {(i if key == 'str' else int(i.replace('_', ''))): np.eye(20, dtype=np.float32)[k] for k, i in enumerate(ids)}
+    np.save(root / 'cls_labels.npy', lab, allow_pickle=True)   # what IRN/PSA ship
 
 @pytest.mark.parametrize('key', ['str', 'int'])
-def test_cls_labels_npy(tmp_path, key):
+def test_pickled_cls_labels_refused_unless_opted_in(tmp_path, key):
     "IRN stores int keys (2007000032), PSA string keys ('2007_000032')."
     ids = ['2007_000032', '2007_000039']
-    imgs = np.zeros((2, 8, 8, 3), np.uint8); masks = np.zeros((2, 8, 8), np.uint8)
-    write_voc(tmp_path, imgs, masks, ids, {'train': ids}, VOC_CLASSES)
-    lab = {(i if key == 'str' else int(i.replace('_', ''))): np.eye(20, dtype=np.float32)[k] for k, i in enumerate(ids)}
-    np.save(tmp_path / 'cls_labels.npy', lab)
-    ds = VOCWSSS(tmp_path, 'train')
+    root = small_voc(tmp_path, ids)
+    pickled_cls_labels(root, ids, key)
+    with pytest.raises(ValueError) as e: VOCWSSS(root, 'train')
+    msg = str(e.value)
+    assert 'cls_labels.npy' in msg and 'pickle' in msg and 'run' in msg and 'allow_pickle=True' in msg and 'convert_cls_labels' in msg
+    with pytest.raises(ValueError, match='allow_pickle'): read_cls_labels(root / 'cls_labels.npy')
+    ds = VOCWSSS(root, 'train', allow_pickle=True)
     assert ds.label_source == 'cls_labels'
     np.testing.assert_array_equal(ds.labels, np.eye(20)[:2])
+
+def test_plain_cls_labels_with_ids(tmp_path):
+    ids = ['b', 'a', 'c']
+    root = small_voc(tmp_path, ids[:2])
+    np.save(root / 'cls_labels.npy', np.eye(20, dtype=np.float32)[[4, 7, 9]])
+    (root / 'cls_labels_ids.txt').write_text('\n'.join(ids) + '\n')
+    ds = VOCWSSS(root, 'train')   # rows are matched by id, not by position: the split is b, a; the file b, a, c
+    assert ds.label_source == 'cls_labels' and ds.ids == ['b', 'a']
+    np.testing.assert_array_equal(ds.labels, np.eye(20)[[4, 7]])
+    os.remove(root / 'cls_labels_ids.txt')
+    with pytest.raises(FileNotFoundError, match='cls_labels_ids.txt'): VOCWSSS(root, 'train')
+
+def test_write_voc_labels_pickle_free(tmp_path):
+    ids = ['x1', 'x2']; y = np.eye(20, dtype=np.float32)[[3, 11]]
+    root = small_voc(tmp_path, ids, labels=y)
+    np.testing.assert_array_equal(np.load(root / 'cls_labels.npy', allow_pickle=False), y)   # no pickle inside
+    assert (root / 'cls_labels_ids.txt').read_text().split() == ids
+    np.testing.assert_array_equal(VOCWSSS(root, 'train').labels, y)
+
+@pytest.mark.parametrize('source', ['cls_labels', 'write_voc'])
+def test_labels_not_0_1_refused(tmp_path, source):
+    ids = ['a', 'b']; y = np.eye(20, dtype=np.float32)[[1, 2]]; y[1, 5] = 2
+    if source == 'write_voc':
+        with pytest.raises(ValueError, match=r"'b' the label 2"): small_voc(tmp_path, ids, labels=y)
+        assert not (tmp_path / 'cls_labels.npy').exists()
+        return
+    root = small_voc(tmp_path, ids)
+    np.save(root / 'cls_labels.npy', y); (root / 'cls_labels_ids.txt').write_text('a\nb\n')
+    with pytest.raises(ValueError) as e: VOCWSSS(root, 'train')
+    assert str(root / 'cls_labels.npy') in str(e.value) and "'b' the label 2" in str(e.value)
+
+def test_conversion_one_liner(tmp_path):
+    ids = ['2007_000032', '2007_000039']
+    root = small_voc(tmp_path / 'some dir', ids)   # a space in the path: the one-liner must still work
+    pickled_cls_labels(root, ids, 'int')
+    with pytest.raises(ValueError) as e: VOCWSSS(root, 'train')
+    line = next(l.strip() for l in str(e.value).splitlines() if l.strip().startswith('python -c'))
+    cmd = shlex.split(line); cmd[0] = sys.executable
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(root / 'cls_labels.npy', allow_pickle=False), np.eye(20)[:2])
+    assert (root / 'cls_labels_ids.txt').read_text().split() == ids          # IRN's int keys get their underscore back
+    assert (root / 'cls_labels_pickled.npy').is_file()                       # the original is kept
+    np.testing.assert_array_equal(VOCWSSS(root, 'train').labels, np.eye(20)[:2])
+    assert convert_cls_labels(root) == root / 'cls_labels.npy'               # a second run changes nothing
+    np.testing.assert_array_equal(VOCWSSS(root, 'train').labels, np.eye(20)[:2])
 
 def test_voc_devkit_root_and_aug(tmp_path):
     "torchvision's root convention (VOCdevkit/VOC2012) and SBD's train_aug list with SegmentationClassAug."
     root = tmp_path / 'VOCdevkit' / 'VOC2012'
-    ids = ['a', 'b']; imgs = np.zeros((2, 8, 8, 3), np.uint8); masks = np.zeros((2, 8, 8), np.uint8)
-    write_voc(root, imgs, masks, ids, {'train': ids}, VOC_CLASSES)
+    small_voc(root, ['a', 'b'])
     (root / 'ImageSets' / 'SegmentationAug').mkdir(); (root / 'ImageSets' / 'SegmentationAug' / 'train_aug.txt').write_text('a\nb\n')
     (root / 'SegmentationClassAug').mkdir()
-    for i, c in zip(ids, (3, 15)):
+    for i, c in zip('ab', (3, 15)):
         m = np.zeros((8, 8), np.uint8); m[2:5, 2:5] = c; Image.fromarray(m, 'L').save(root / 'SegmentationClassAug' / f'{i}.png')
     ds = VOCWSSS(tmp_path, 'train_aug')
     assert ds.mask_dir == 'SegmentationClassAug' and ds.classes == VOC_CLASSES
     assert ds.labels[0].nonzero()[0].tolist() == [2] and ds.labels[1].nonzero()[0].tolist() == [14]
+
+# ---- writing ----
 
 def test_write_voc_rejects_mismatch(tmp_path):
     with pytest.raises(ValueError, match='mask of b'):
         write_voc(tmp_path, np.zeros((2, 8, 8, 3), np.uint8), [np.zeros((8, 8), np.uint8), np.zeros((4, 8), np.uint8)], ['a', 'b'], {'train': ['a', 'b']}, ['x'])
     with pytest.raises(ValueError, match='unknown ids'):
         write_voc(tmp_path, np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 8, 8), np.uint8), ['a'], {'train': ['zz']}, ['x'])
+    with pytest.raises(ValueError, match='mask of a holds value 2'):
+        write_voc(tmp_path, np.zeros((1, 8, 8, 3), np.uint8), np.full((1, 8, 8), 2, np.uint8), ['a'], {}, ['x'])
 
-def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+@pytest.mark.parametrize('bad', ['../../x', '/abs/dir/img', 'a/b', '..', ''])
+def test_write_voc_refuses_path_ids(tmp_path, bad):
+    root = tmp_path / 'deep' / 'root'
+    with pytest.raises(ValueError, match=r'ids\[1\]'):
+        write_voc(root, np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.uint8), ['ok', bad], {'train': ['ok']}, ['x'])
+    assert files_under(tmp_path) == []                 # nothing written, inside root or out
+    with pytest.raises(ValueError, match='split name'):
+        write_voc(root, np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 8, 8), np.uint8), ['ok'], {'../../evil': ['ok']}, ['x'])
+    assert not (tmp_path / 'evil.txt').exists() and not (tmp_path / 'deep' / 'evil.txt').exists()
+
+@pytest.mark.parametrize('umask,mode', [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_honour_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        root = small_voc(tmp_path / 'v', ['a', 'b'], labels=np.zeros((2, 20)), formats=('jpg', 'png'))
+        save_label_png(np.zeros((3, 3), np.uint8), tmp_path / 'one.png')
+    finally: os.umask(old)
+    files = [q for q in tmp_path.rglob('*') if q.is_file()]
+    assert len(files) == 9   # 2 images, 2 masks, train.txt, class_names.txt, cls_labels.npy + ids, one.png
+    assert {q.name: oct(stat.S_IMODE(q.stat().st_mode)) for q in files} == {q.name: oct(mode) for q in files}
+
+def test_write_voc_replaces_other_format(tmp_path):
+    small_voc(tmp_path, ['a'], formats='png')
+    small_voc(tmp_path, ['a'], formats='jpg')
+    assert sorted(p.name for p in (tmp_path / 'JPEGImages').iterdir()) == ['a.jpg']
+
+def test_write_voc_streams_and_counts(tmp_path):
+    gen = (np.zeros((8, 8, 3), np.uint8) for _ in range(2))
+    with pytest.raises(ValueError, match='3 ids but 2 images'):
+        write_voc(tmp_path, gen, (np.zeros((8, 8), np.uint8) for _ in range(2)), ['a', 'b', 'c'], {}, ['x'])
+
+def test_atomic_write_is_runs_writer(tmp_path):
+    import aepsl.runs
+    assert atomic_write is aepsl.runs.atomic_write
     def boom(p): Path(p).write_text('half'); raise RuntimeError('disk full')
     with pytest.raises(RuntimeError): atomic_write(tmp_path / 'out.txt', boom)
     assert list(tmp_path.iterdir()) == []
+
+# ---- transforms, stats ----
 
 def test_array_dataset_errors():
     with pytest.raises(ValueError, match='do not match'): ArrayDataset(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 1)), np.zeros((2, 4, 4), np.uint8))
@@ -132,12 +376,32 @@ def test_mean_pixel_streams_datasets(voc):
     ds = VOCWSSS(voc, 'val')
     ref = np.stack([ds.image(i) for i in range(len(ds))]).reshape(-1, 3).mean(0)
     np.testing.assert_allclose(mean_pixel(ds), ref, rtol=1e-5)
+    syn = SyntheticWSSS(5, size=32, seed=2)
+    np.testing.assert_allclose(mean_pixel(syn), syn.images.reshape(-1, 3).mean(0), rtol=1e-5)
 
 def test_synthetic_bad_args():
     with pytest.raises(ValueError, match='n=0'): SyntheticWSSS(0)
     with pytest.raises(ValueError, match='n_classes'): SyntheticWSSS(2, n_classes=7)
 
-def test_cli_writes_dataset(tmp_path):
-    root = main_synthetic(['--out', str(tmp_path / 'cli'), '--n-train', '4', '--n-val', '2', '--size', '48'])
+# ---- command line ----
+
+def test_cli_function(tmp_path):
+    assert main_synthetic(out=str(tmp_path / 'cli'), n_train=4, n_val=2, size=48) is None
+    root = tmp_path / 'cli'
     assert (root / 'preview.png').stat().st_size > 1000 and (root / 'info.json').is_file()
     assert len(VOCWSSS(root, 'val')) == 2
+
+def test_console_script_exit_status(tmp_path):
+    exe = shutil.which('aepsl_data', path=str(Path(sys.executable).parent)) or shutil.which('aepsl_data')
+    assert exe, 'the aepsl_data console script is not installed (pip install -e .)'
+    out = tmp_path / 'synth'
+    r = subprocess.run([exe, '--out', str(out), '--n_train', '4', '--n_val', '2', '--size', '48',
+                        '--sizes', '48x64,64x48', '--formats', 'jpg,png'],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'MPLBACKEND': 'Agg'})
+    assert r.returncode == 0, r.stderr
+    assert (out / 'preview.png').is_file() and '"n_train": 4' in r.stdout
+    ds = VOCWSSS(out, 'train')
+    assert [ds.image(i).shape[:2] for i in range(2)] == [(48, 64), (64, 48)]
+    assert [ds.image_path(i).suffix for i in range(2)] == ['.jpg', '.png']
+    r = subprocess.run([exe, '--out', str(tmp_path / 'bad'), '--sizes', '64by96'], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and '64by96' in r.stderr

@@ -1,5 +1,6 @@
 "Tests of `aepsl.viz`: the VOC palette, colouring, overlays, grids and palette-PNG round trips."
 import os
+import stat
 
 import matplotlib
 matplotlib.use('Agg')
@@ -145,7 +146,8 @@ def test_png_overwrite_and_failed_write(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ['a.png']
 
     def broken_save(self, fp, *args, **kwargs):
-        fp.write(b'\x89PNG half')
+        if hasattr(fp, 'write'): fp.write(b'\x89PNG half')
+        else: open(fp, 'wb').write(b'\x89PNG half')
         raise OSError('disk full')
     monkeypatch.setattr(Image.Image, 'save', broken_save)
     with pytest.raises(OSError, match='disk full'):
@@ -171,3 +173,21 @@ def test_png_errors(tmp_path):
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / 'rgb.png')
     with pytest.raises(ValueError, match='RGB'):
         load_label_png(tmp_path / 'rgb.png')
+
+
+@pytest.mark.parametrize('umask,mode', [(0o022, 0o644), (0o077, 0o600)])
+def test_png_mode_honours_umask(tmp_path, umask, mode):
+    "mkstemp makes 0o600 files: the writer must give the file the mode the umask asks for."
+    old = os.umask(umask)
+    try: p = save_label_png(label_map(), tmp_path / 'm.png')
+    finally: os.umask(old)
+    assert oct(stat.S_IMODE(p.stat().st_mode)) == oct(mode)
+
+
+def test_png_root_refuses_outside(tmp_path):
+    root = tmp_path / 'run'
+    save_label_png(label_map(), root / 'pseudo' / 'a.png', root=root)           # inside: fine
+    with pytest.raises(ValueError, match='outside'):
+        save_label_png(label_map(), root / '..' / 'escaped.png', root=root)
+    assert not (tmp_path / 'escaped.png').exists()
+    assert sorted(p.name for p in tmp_path.rglob('*') if p.is_file()) == ['a.png']

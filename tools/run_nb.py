@@ -23,7 +23,7 @@ def run_nb(path, flags=()):
     cwd = os.getcwd()
     os.chdir(path.parent)
     t0 = time.time()
-    try: CaptureShell(path).run_all(nb, exc_stop=True, preproc=preproc)
+    try: CaptureShell(path, mpl_format='png').run_all(nb, exc_stop=True, preproc=preproc)
     finally: os.chdir(cwd)
     write_nb(nb, path)
     return time.time() - t0
