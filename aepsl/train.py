@@ -97,7 +97,7 @@ def set_rng_state(st:dict, dl=None):
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
     if 'loader' in st and (g := _loader_generator(dl)) is not None: g.set_state(st['loader'])
 
-# %% ../nbs/01a_train.ipynb #3daf732e
+# %% ../nbs/01a_train.ipynb #caf45407
 def is_distributed()->bool:
     "True inside an initialised `torch.distributed` process group with more than one process."
     d = torch.distributed
@@ -126,7 +126,7 @@ def init_distributed(backend:str=None, # 'nccl' or 'gloo'; default: nccl with CU
         d.init_process_group(backend)
     return rank_world()
 
-# %% ../nbs/01a_train.ipynb #40ce7545
+# %% ../nbs/01a_train.ipynb #e334ec2c
 def distributed_loader(dl:DataLoader, # a single-process loader (shuffled or not)
                       )->DataLoader:
     "The same loader with a `DistributedSampler` (this rank's share) and a per-rank batch of `bs // world`."

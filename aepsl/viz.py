@@ -10,9 +10,6 @@ __all__ = ['voc_palette', 'colorize', 'to_rgb', 'overlay_mask', 'overlay_heatmap
 import os, errno
 from pathlib import Path
 import numpy as np
-import torch
-import matplotlib
-import matplotlib.pyplot as plt
 from PIL import Image
 from .runs import atomic_write
 
@@ -27,8 +24,10 @@ def voc_palette(n:int=256, # number of entries
     return pal.astype(np.uint8)
 
 # %% ../nbs/00b_viz.ipynb #d887d9c1
+def _is_tensor(x): return type(x).__module__.startswith('torch')   # without importing torch
+
 def _to_numpy(x):
-    if isinstance(x, torch.Tensor): return x.detach().cpu().numpy()
+    if _is_tensor(x): return x.detach().cpu().numpy()
     return np.asarray(x)
 
 def colorize(label_map, # integer label map, any shape (usually H×W), values in [0, 255]
@@ -45,7 +44,7 @@ def colorize(label_map, # integer label map, any shape (usually H×W), values in
 def to_rgb(image, # uint8/float H×W×3 array, C×H×W tensor, or H×W grey (float in [0, 1])
           )->np.ndarray: # uint8 H×W×3
     "Any image as uint8 H×W×3 RGB; torch tensors are C×H×W, numpy arrays H×W×C."
-    is_tensor = isinstance(image, torch.Tensor)
+    is_tensor = _is_tensor(image)
     x = _to_numpy(image)
     if x.ndim == 3 and is_tensor: x = x.transpose(1, 2, 0)
     if x.ndim == 2: x = x[..., None]
@@ -86,6 +85,7 @@ def overlay_heatmap(image, # image, see `to_rgb`
     img,h = to_rgb(image),_to_numpy(heat).astype(np.float64)
     if h.ndim != 2: raise ValueError(f"heat map must be 2-D H×W, got shape {h.shape}")
     _check_hw(img, h, 'heat map')
+    import matplotlib
     top = matplotlib.colormaps[cmap](np.clip(h, 0, 1))[..., :3] * 255
     return _blend(img, top, alpha)
 
@@ -101,8 +101,9 @@ def show_grid(images, # list of images / label maps / heat maps (or a B×C×H×W
               ncols:int=4, # images per row
               figsize:tuple=None, # default: 3 inches per image
               cmap:str=None, # colour map for 2-D float maps (matplotlib's default when None)
-             )->plt.Figure:
+             )->'matplotlib.figure.Figure':
     "A matplotlib figure showing `images` in a grid, axes off."
+    import matplotlib.pyplot as plt
     images = list(images)
     if not images: raise ValueError("show_grid needs at least one image")
     if titles is not None and len(titles) != len(images):
@@ -123,7 +124,7 @@ def show_label_maps(label_maps, # list of integer H×W label maps
                     titles:list=None, # one title per map
                     alpha:float=0.5, # opacity when overlaid
                     **kwargs, # passed to `show_grid`
-                   )->plt.Figure:
+                   )->'matplotlib.figure.Figure':
     "`show_grid` of label maps in VOC colours, overlaid on `images` when given."
     label_maps = list(label_maps)
     if images is None: items = [colorize(l) for l in label_maps]

@@ -18,6 +18,8 @@ from aepsl.erasing import (AdversarialErasing, ErasedDataset, HideAndSeek, ACoL,
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument('--n_train', type=int, default=600); p.add_argument('--n_holdout', type=int, default=200)
 p.add_argument('--steps', type=int, default=4); p.add_argument('--out', default='bench/results/erasing.json')
+p.add_argument('--run', default='/tmp/aepsl_bench_erasing', help='AE run folder (resumed when it exists)')
+p.add_argument('--skip_baselines', action='store_true', help='only AE and the overhead')
 a = p.parse_args()
 
 def machine():
@@ -27,57 +29,67 @@ def machine():
 
 trn, hold = SyntheticWSSS(a.n_train, seed=0), SyntheticWSSS(a.n_holdout, seed=1)
 C, cfg = len(trn.classes), PRESETS['cpu']
-with tempfile.TemporaryDirectory() as out:
-    ae = AdversarialErasing(trn, hold, out, max_steps=a.steps, rho=0.01)
-    t0 = time.perf_counter(); steps = ae.run(); t_ae = time.perf_counter() - t0
-    quality = ae.evaluate()
-    n_rule = ae.run(rho=PRESETS['cpu']['rho']) and ae.n_used
-    mean, std = ae.stats()
+def save(**extra):
+    "Write what is known so far (the script can be stopped between parts)."
+    res.update(extra)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1) + '\n')
 
-    # plain trainings: the same epochs per step, the same data pipeline, nothing erased or mined
-    tf = seg_transforms(mean, std, crop_size=cfg['crop_size'], scale=cfg['scale'], flip=True)
-    plain, hds = ErasedDataset(trn, [], mean, std, tfms=tf), ErasedDataset(hold, [], mean, std)
-    t0 = time.perf_counter()
-    for s in steps:
-        fit_classifier(small_cnn(C), plain, hds, epochs=s['epochs_trained'], bs=cfg['bs'], flip=False, seed=s['step'], progress=False)
-    t_plain = time.perf_counter() - t0
-
-    # baselines: one classifier each, on the original images, regions at the same delta
-    def score(cam_iter):
-        m = SegMetric(C + 1)
-        for cams, y, msk in cam_iter:
-            for cam, lab, gt in zip(cams.numpy(), y.numpy(), msk):
-                lm = regions_to_label_map(mine_regions(cam[None], lab[None], cfg['delta'])[0].astype(np.uint8))
-                m.update(torch.from_numpy(lm).long(), gt.long())
-        return region_quality(m)
-    evalds = ErasedDataset(trn, [], mean, std, with_masks=True)
-    torch.manual_seed(1)
-    has = small_cnn(C)
-    fit_classifier(has, HideAndSeek(plain), hds, epochs=cfg['epochs'], patience=cfg['patience'], bs=cfg['bs'], flip=False, seed=1, progress=False)
-    has_q = score(cam_batches(has, evalds, bs=64))
-    torch.manual_seed(1)
-    acol = ACoL(small_cnn(C).features, 128, C)
-    fit_acol(acol, plain, hds, epochs=cfg['epochs'], patience=cfg['patience'], bs=cfg['bs'], flip=False, seed=1, progress=False)
-    def acol_iter():
-        dl = torch.utils.data.DataLoader(evalds, 64)
-        for x, y, m in dl: yield acol_cam(acol, x, y), y, m
-    acol_q = score(acol_iter())
-
-rows = [dict(method='CAM alone (one classifier)', held_out_mAP=round(steps[0]['holdout_mAP'], 3), **{k: quality[0][k] for k in ('mIoU', 'precision', 'recall')}),
-        dict(method='Hide-and-Seek', held_out_mAP=None, **has_q), dict(method='ACoL', held_out_mAP=None, **acol_q)]
-for s, q in zip(steps[1:], quality[1:]):
+res = dict(command=' '.join(['python'] + sys.argv), machine=machine())
+out = a.run
+ae = AdversarialErasing(trn, hold, out, max_steps=a.steps, rho=0.01)
+t0 = time.perf_counter(); steps = ae.run(); t_ae = time.perf_counter() - t0
+quality = ae.evaluate()
+n_rule = ae.run(max_steps=PRESETS['cpu']['max_steps'], rho=PRESETS['cpu']['rho']) and ae.n_used
+mean, std = ae.stats()
+q = lambda d: {k: d[k] for k in ('mIoU', 'precision', 'recall')}
+steps_rows = [dict(step=s['step'], epochs=s['epochs_trained'], holdout_mAP=round(s['holdout_mAP'], 3), mAP_ratio=round(s['mAP_ratio'], 3),
+                   train_s=s['train_time'], mine_s=s['mine_time'], resumed=s['resumed'],
+                   **{k: v for k, v in qq.items() if k != 'step'}) for s, qq in zip(steps, quality)]
+rows = [dict(method='CAM alone (one classifier)', held_out_mAP=round(steps[0]['holdout_mAP'], 3), **q(quality[0]))]
+for s, qq in zip(steps[1:], quality[1:]):
     note = ' (stopping rule)' if s['step'] == n_rule else ' (over-erasing)' if s['step'] > n_rule else ''
-    rows.append(dict(method=f"AE, {s['step']} steps{note}", held_out_mAP=round(s['holdout_mAP'], 3),
-                     **{k: q[k] for k in ('mIoU', 'precision', 'recall')}))
-res = dict(command=' '.join(['python'] + sys.argv), machine=machine(), rows=rows,
-           steps=[dict(step=s['step'], epochs=s['epochs_trained'], holdout_mAP=round(s['holdout_mAP'], 3), mAP_ratio=round(s['mAP_ratio'], 3),
-                       train_s=s['train_time'], mine_s=s['mine_time'], **q) for s, q in zip(steps, quality)],
-           steps_used_by_rule=n_rule, ae_s=round(t_ae, 1), plain_training_s=round(t_plain, 1),
-           overhead_pct=round(100 * (t_ae / t_plain - 1), 1), mining_s=round(sum(s['mine_time'] for s in steps), 1))
-Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-Path(a.out).write_text(json.dumps(res, indent=1) + '\n')
+    rows.append(dict(method=f"AE, {s['step']} steps{note}", held_out_mAP=round(s['holdout_mAP'], 3), **q(qq)))
+save(rows=rows, steps=steps_rows, steps_used_by_rule=n_rule, mining_s=round(sum(s['mine_time'] for s in steps), 1))
+print(json.dumps(res, indent=1), flush=True)
+
+# plain trainings: the same epochs per step, the same data pipeline, nothing erased or mined
+tf = seg_transforms(mean, std, crop_size=cfg['crop_size'], scale=cfg['scale'], flip=True)
+plain, hds = ErasedDataset(trn, [], mean, std, tfms=tf), ErasedDataset(hold, [], mean, std)
+t0 = time.perf_counter()
+for s in steps:
+    fit_classifier(small_cnn(C), plain, hds, epochs=s['epochs_trained'], bs=cfg['bs'], flip=False, seed=s['step'], progress=False)
+t_plain = time.perf_counter() - t0
+t_ae = sum(s['train_time'] + s['mine_time'] for s in steps)
+save(ae_s=round(t_ae, 1), plain_training_s=round(t_plain, 1), overhead_pct=round(100 * (t_ae / t_plain - 1), 1))
+print(f"AE {t_ae:.1f} s vs plain {t_plain:.1f} s: overhead {res['overhead_pct']:+.1f} %", flush=True)
+if a.skip_baselines: sys.exit(0)
+
+# baselines: one classifier each, on the original images, regions at the same delta
+def score(cam_iter):
+    m = SegMetric(C + 1)
+    for cams, y, msk in cam_iter:
+        for cam, lab, gt in zip(cams.numpy(), y.numpy(), msk):
+            lm = regions_to_label_map(mine_regions(cam[None], lab[None], cfg['delta'])[0].astype(np.uint8))
+            m.update(torch.from_numpy(lm).long(), gt.long())
+    return region_quality(m)
+evalds = ErasedDataset(trn, [], mean, std, with_masks=True)
+torch.manual_seed(1)
+has = small_cnn(C)
+fit_classifier(has, HideAndSeek(plain), hds, epochs=cfg['epochs'], patience=cfg['patience'], bs=cfg['bs'], flip=False, seed=1, progress=False)
+has_q = score(cam_batches(has, evalds, bs=64))
+torch.manual_seed(1)
+acol = ACoL(small_cnn(C).features, 128, C)
+fit_acol(acol, plain, hds, epochs=cfg['epochs'], patience=cfg['patience'], bs=cfg['bs'], flip=False, seed=1, progress=False)
+def acol_iter():
+    dl = torch.utils.data.DataLoader(evalds, 64)
+    for x, y, m in dl: yield acol_cam(acol, x, y), y, m
+acol_q = score(acol_iter())
+
+rows[1:1] = [dict(method='Hide-and-Seek', held_out_mAP=None, **has_q), dict(method='ACoL', held_out_mAP=None, **acol_q)]
+save(rows=rows)
 print(json.dumps(res, indent=1))
 print('\n| method | held-out mAP | mIoU | precision | recall |\n|---|---|---|---|---|')
 for r in rows: print(f"| {r['method']} | {r['held_out_mAP'] if r['held_out_mAP'] is not None else '–'} | {r['mIoU']} | {r['precision']} | {r['recall']} |")
-print(f"\n{len(steps)}-step AE {t_ae:.1f} s vs plain trainings of the same epochs {t_plain:.1f} s: overhead {res['overhead_pct']:+.1f} % "
+print(f"\n{len(steps)}-step AE {res['ae_s']} s vs plain trainings of the same epochs {res['plain_training_s']} s: overhead {res['overhead_pct']:+.1f} % "
       f"(CAM mining {res['mining_s']} s)")

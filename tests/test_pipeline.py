@@ -1,0 +1,148 @@
+"""End to end: the demo and aepsl_eval agree, a VOC-layout folder of mixed sizes/formats/classes runs and resumes after a kill
+with the same metrics, another config is refused, and two gloo processes (DDP) match one process."""
+import json, os, signal, socket, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pytest, torch
+from PIL import Image
+from aepsl.data import synthetic_voc
+from aepsl.runs import StageConfigError, read_json
+from aepsl.pipeline import Pipeline, evaluate_predictions, STAGES
+
+ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
+TINY = ['--epochs', '2', '--max_steps', '2', '--seg_epochs', '3', '--quiet']
+
+def script(name, folder=None):
+    "A file that runs the console script `name` of aepsl.pipeline like its installed entry point."
+    f = Path(folder or os.environ.get('TMPDIR', '/tmp')) / f'aepsl_test_{name}_{os.getpid()}.py'
+    f.write_text(f'from aepsl.pipeline import {name}\n{name}()\n')
+    return f
+
+def cli(name, *args, timeout=600, **kw):
+    "Run a console script of aepsl.pipeline (installed or not) in a fresh process."
+    return subprocess.run([sys.executable, script(name), *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=timeout, **kw)
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def torchrun(script, *args, n=2, timeout=600):
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(n), '--master_port', str(free_port()),
+                           str(script), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+
+@pytest.fixture(scope='module')
+def voc(tmp_path_factory):
+    "A VOC-layout folder: two image sizes, JPEG and PNG, custom class names."
+    root = tmp_path_factory.mktemp('voc') / 'data'
+    synthetic_voc(root, 40, 16, sizes=[(96, 96), (72, 120)], formats=('jpg', 'png'), seed=3)
+    (root / 'class_names.txt').write_text('zebra\nstripe\nboard\nslant\nspots\n')
+    return root
+
+def ladder(out): return {r['rung']: r['mIoU'] for r in read_json(Path(out) / 'metrics.json')['ladder']}
+
+@pytest.fixture(scope='module')
+def run_a(voc, tmp_path_factory):
+    out = tmp_path_factory.mktemp('a') / 'run'
+    r = cli('aepsl_run', '--data', voc, '--out', out, *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+def test_voc_folder_run(voc, run_a):
+    out, r = run_a
+    m = read_json(out / 'metrics.json')
+    rungs = [x['rung'] for x in m['ladder']]
+    assert rungs[0] == 'CAM' and 'AE step 1' in rungs and rungs[-3:] == ['AE-SSL', 'AE-PSL', 'AE-PSL + CRF'], rungs
+    assert set(m['stages']) == set(STAGES) and all(v['seconds'] >= 0 and v['peak_rss_mb'] > 0 for v in m['stages'].values())
+    assert 'AE-PSL + CRF' in r.stdout and 'zebra' not in r.stdout   # the table, on stdout
+    cfg = read_json(out / 'config.json')
+    assert cfg['data_fingerprint']['train']['classes'] == ['zebra', 'stripe', 'board', 'slant', 'spots']
+    val = (voc / 'ImageSets' / 'Segmentation' / 'val.txt').read_text().split()
+    for i in val:   # predictions per id at the image's size, palette PNGs
+        img = next(voc.glob(f'JPEGImages/{i}.*'))
+        for f in ('cam', 'pred', 'pred_crf', 'pred_ssl', 'pseudo', 'saliency'):
+            with Image.open(out / f / f'{i}.png') as p, Image.open(img) as q:
+                assert p.size == q.size, (f, i)
+                assert p.mode == ('L' if f == 'saliency' else 'P')
+    assert (out / 'figures' / 'ladder.png').stat().st_size > 10_000
+    assert not list(out.rglob('.*.png')) and not list(out.rglob('.*.json'))   # no temporary files left
+
+def test_rerun_skips_and_other_config_refuses(voc, run_a):
+    out, _ = run_a
+    before = read_json(out / 'metrics.json')
+    r = cli('aepsl_run', '--data', voc, '--out', out, *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.count('done before, skipped') == len(STAGES), r.stderr[-2000:]
+    assert ladder(out) == {x['rung']: x['mIoU'] for x in before['ladder']}
+    with pytest.raises(StageConfigError, match='seg_epochs'):
+        Pipeline(voc, out, 'cpu', progress=False, epochs=2, max_steps=2, seg_epochs=4)
+
+def test_killed_mid_stage_resumes_same_metrics(voc, run_a, tmp_path):
+    out = tmp_path / 'run'
+    args = [sys.executable, script('aepsl_run'), '--data', voc, '--out', out, *TINY]
+    p = subprocess.Popen(list(map(str, args)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (out / 'seg' / 'train.pt').is_file():   # the PSL training has written its first epoch
+        assert p.poll() is None and time.time() - t0 < 300, 'run ended before it could be killed'
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (out / 'seg' / 'done.json').is_file()
+    r = cli('aepsl_run', '--data', voc, '--out', out, *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_json(out / 'metrics.json')['stages']['seg']['resumed']
+    assert ladder(out) == ladder(run_a[0])
+
+def test_bad_input_fails_before_work(tmp_path, voc):
+    r = cli('aepsl_run', '--data', tmp_path / 'nowhere', '--out', tmp_path / 'r')
+    assert r.returncode != 0 and 'nowhere' in r.stderr and not (tmp_path / 'r').exists()
+    r = cli('aepsl_run', '--data', voc, '--out', tmp_path / 'r', '--delta', '1.5')
+    assert r.returncode != 0 and 'delta' in r.stderr and not (tmp_path / 'r').exists()
+
+def test_demo_and_eval_agree(tmp_path):
+    out = tmp_path / 'demo'
+    r = cli('aepsl_demo', '--out', out, '--n_train', 40, '--n_val', 16, '--epochs', 2, '--seg_epochs', 2, '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    final = read_json(out / 'metrics.json')['final_mIoU']
+    assert f'{final:.2f}' in r.stdout
+    e = cli('aepsl_eval', '--pred', out / 'pred_crf', '--data', out / 'data', '--split', 'val')
+    assert e.returncode == 0, e.stderr
+    assert f'**{final:.2f}**' in e.stdout and '16 images, 0 missing' in e.stdout, e.stdout
+    (out / 'pred_crf' / (read_json(out / 'metrics.json')['ladder'][0] and sorted((out / 'pred_crf').glob('*.png'))[0].name)).unlink()
+    e = cli('aepsl_eval', '--pred', out / 'pred_crf', '--data', out / 'data')
+    assert '15 images, 1 missing' in e.stdout, e.stdout
+
+DDP_FIT = '''
+import sys, json, torch
+from aepsl.train import init_distributed, fit_classifier
+from aepsl.models import small_cnn
+rank, world = init_distributed()
+g = torch.Generator().manual_seed(0)
+x, y = torch.randn(64, 3, 24, 24, generator=g), (torch.rand(64, 5, generator=g) > 0.5).float()
+ds = torch.utils.data.TensorDataset(x + 2 * y[:, :3, None, None], y)
+torch.manual_seed(0)
+m = small_cnn(5, widths=(8,) * 6)
+h = fit_classifier(m, ds, ds, epochs=3, bs=16, seed=1, device='cpu', progress=False, patience=5)
+json.dump(dict(hist=h, w=[p.detach().double().sum().item() for p in m.parameters()],
+               b=[b.double().sum().item() for b in m.buffers()]), open(f'{sys.argv[1]}/r{rank}_w{world}.json', 'w'))
+'''
+
+def test_ddp_fit_gloo(tmp_path):
+    (tmp_path / 'fit.py').write_text(DDP_FIT)
+    r = torchrun(tmp_path / 'fit.py', tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    subprocess.run([sys.executable, tmp_path / 'fit.py', tmp_path], env=ENV, check=True)
+    a, b, one = [json.loads((tmp_path / f).read_text()) for f in ('r0_w2.json', 'r1_w2.json', 'r0_w1.json')]
+    for r in a['hist'] + b['hist']: r.pop('time')
+    assert a == b                                  # same weights, BatchNorm statistics and history on both ranks
+    assert len(a['hist']) == len(one['hist']) == 3  # the same number of epochs (and of steps: a global batch of 16)
+    assert abs(a['hist'][-1]['mAP'] - one['hist'][-1]['mAP']) < 0.15 and a['hist'][-1]['train_loss'] < a['hist'][0]['train_loss']
+
+def test_ddp_pipeline_gloo(voc, run_a, tmp_path):
+    out = tmp_path / 'ddp'
+    r = torchrun(script('aepsl_run', tmp_path), '--data', voc, '--out', out, *TINY)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert read_json(out / 'saliency' / 'done.json')['n_computed_rank0'] == 28   # rank 0 did half of the 56 images
+    one, two = ladder(run_a[0]), ladder(out)
+    assert one.keys() == two.keys()
+    for k in ('CAM', 'AE step 1', 'AE-PSL + CRF'): assert abs(one[k] - two[k]) < 12, (k, one, two)
