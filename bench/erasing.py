@@ -4,7 +4,7 @@ erasing-on-load over plain classifier training. Writes bench/results/erasing.jso
 
     python bench/erasing.py [--n_train 600] [--n_holdout 200] [--steps 4]
 """
-import argparse, json, platform, subprocess, sys, tempfile, time
+import argparse, json, platform, subprocess, sys, time
 from pathlib import Path
 import numpy as np, torch
 from aepsl.data import SyntheticWSSS, seg_transforms
