@@ -53,13 +53,16 @@ def erase_regions(images, # uint8 H×W×3 image, or N×H×W×3 images
 
 # %% ../nbs/04_erasing.ipynb #dcb4735f
 def regions_to_label_map(mined_step, # uint8 C×H×W (or N×C×H×W): step at which each pixel was mined for each class, 0 = never
-                         max_step:int|None=None): # only use steps ≤ max_step
+                         max_step:int|None=None, # only use steps ≤ max_step
+                         conflict:int|None=None): # value of pixels mined for several classes (255: in doubt); None: the earliest class
     "Label map uint8 H×W (or N×H×W; 0 = background, c+1 = class c): each pixel takes the class mined earliest."
     s = np.asarray(mined_step).astype(np.int16)
     if max_step is not None: s = np.where(s > max_step, 0, s)
+    n = (s > 0).sum(-3)
     s = np.where(s == 0, np.iinfo(np.int16).max, s)
-    lab = s.argmin(-3) + 1
-    return np.where(s.min(-3) == np.iinfo(np.int16).max, 0, lab).astype(np.uint8)
+    lab = np.where(n == 0, 0, s.argmin(-3) + 1)
+    if conflict is not None: lab = np.where(n > 1, conflict, lab)
+    return lab.astype(np.uint8)
 
 def region_quality(metric:SegMetric):
     "mIoU (background included) and mean foreground precision and recall of a `SegMetric`, in %."
@@ -379,9 +382,10 @@ def mined_steps(self:AdversarialErasing, i:int, # image index
 
 @patch
 def label_map(self:AdversarialErasing, i:int, # training image index
-              max_step:int=None)->np.ndarray: # only steps ≤ max_step; default: the used steps
+              max_step:int=None, # only steps ≤ max_step; default: the used steps
+              conflict:int|None=None)->np.ndarray: # value of pixels mined for several classes; None: the earliest class
     "Mined label map of training image `i` (uint8 H×W, 0 = not mined)."
-    return regions_to_label_map(self.mined_steps(i, steps=range(1, (max_step or self.n_used) + 1)))
+    return regions_to_label_map(self.mined_steps(i, steps=range(1, (max_step or self.n_used) + 1)), conflict=conflict)
 
 @patch
 def evaluate(self:AdversarialErasing, steps:int=None)->list:
@@ -400,17 +404,19 @@ def evaluate(self:AdversarialErasing, steps:int=None)->list:
             for t, (m, (a, b)) in enumerate(zip(ms, added))]
 
 @patch
-def write_pseudo_objects(self:AdversarialErasing, folder=None)->Stage:
+def write_pseudo_objects(self:AdversarialErasing, folder=None,
+                         conflict:int|None=255)->Stage: # value of pixels mined for several classes (255: in doubt)
     "Write each training image's mined label map as a VOC palette PNG `<id>.png` at its size (resumable)."
     from aepsl.viz import save_label_png
-    cfg = dict(steps=self.n_used, last_step=Stage(self.out / 'mined' / f'step{self.n_used}', self.step_config(self.n_used)).hash)
+    cfg = dict(steps=self.n_used, last_step=Stage(self.out / 'mined' / f'step{self.n_used}', self.step_config(self.n_used)).hash,
+               conflict=conflict)
     st = Stage(Path(folder) if folder else self.out / 'pseudo_objects', cfg, 'pseudo_objects').check()
     if st.done: return st
     rank, world = _rank_world()
     if rank == 0: st.begin()
     _barrier()
     for i, k in list(enumerate(self.train_ds.ids))[rank::world]:
-        if not st.file(k).is_file(): save_label_png(self.label_map(i), st.file(k))
+        if not st.file(k).is_file(): save_label_png(self.label_map(i, conflict=conflict), st.file(k))
     _barrier()
     if rank == 0: st.finish(n_images=len(self.train_ds.ids))
     _barrier()

@@ -280,6 +280,6 @@ def seg_small(n_classes:int, # C, foreground classes
     "Small CPU segmentation net: `small_cnn`'s trunk, a LargeFOV head with BatchNorm, fc8 and a classification branch."
     trunk = small_cnn(n_classes, widths, strides).features
     layers = list(trunk) + largefov_head(widths[-1], width, dilation, dropout=0, bn=True)
-    recipe = dict(opt='adamw', lr=3e-3, head_mult=1, wd=1e-4, sched='poly', epochs=20, bs=16, crop=80, scale=(0.7, 1.3),
+    recipe = dict(opt='adamw', lr=3e-3, head_mult=1, wd=1e-4, sched='poly', epochs=30, bs=16, crop=80, scale=(0.7, 1.3),
                   psl_warmup=0.3)
     return SegNet(nn.Sequential(*layers), width, n_classes, recipe=recipe)

@@ -25,12 +25,12 @@ __all__ = ['PIPELINE_PRESETS', 'SEG_ARCHS', 'STAGES', 'RUNGS', 'DEMO', 'pipeline
 # %% ../nbs/09_pipeline.ipynb #81ff8a7b
 PIPELINE_PRESETS = dict(
     cpu=dict(cam_threshold=0.5, sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-             seg_arch='seg_small', seg_weights=None, seg_epochs=12, seg_bs=16, seg_lr=None, psl_weight=1.0,
-             test_scales=(1.0,), test_flip=False, crf='deeplab', crf_workers=0, seed=0,
+             seg_arch='seg_small', seg_weights=None, seg_epochs=30, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=0.3,
+             test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
              train_split='train', holdout_split='val', eval_split='val'),
     voc=dict(cam_threshold=0.5, sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-             seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0,
-             test_scales=(1.0, 0.75, 1.25), test_flip=True, crf='deeplab', crf_workers=4, seed=0,
+             seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0, psl_warmup=0.0,
+             test_scales=(1.0, 0.75, 1.25), test_flip=True, test_prohibit=False, crf='deeplab', crf_workers=4, seed=0,
              train_split='train_aug', holdout_split='val', eval_split='val'))
 
 def pipeline_config(preset:str='cpu', # 'cpu' or 'voc'
@@ -48,6 +48,7 @@ def pipeline_config(preset:str='cpu', # 'cpu' or 'voc'
     erasing.pop('num_workers')   # how fast, not what: a runtime setting
     if not 0 < own['cam_threshold'] < 1: raise ValueError(f"cam_threshold={own['cam_threshold']} must lie in (0, 1)")
     if not 0 < own['bg_threshold'] < 1: raise ValueError(f"bg_threshold={own['bg_threshold']} must lie in (0, 1)")
+    if not 0 <= own['psl_warmup'] < 1: raise ValueError(f"psl_warmup={own['psl_warmup']} must lie in [0, 1)")
     if own['seg_arch'] not in SEG_ARCHS: raise ValueError(f"seg_arch={own['seg_arch']!r}: use one of {', '.join(SEG_ARCHS)}")
     if own['seg_epochs'] is not None and not (isinstance(own['seg_epochs'], int) and own['seg_epochs'] >= 1):
         raise ValueError(f"seg_epochs={own['seg_epochs']} must be an integer ≥ 1")
@@ -186,7 +187,7 @@ class Pipeline:
 from .cam import multiscale_cam, cams_to_label_map
 from .saliency import unsupervised_saliency, save_saliency_png, read_saliency_png
 from .pseudo import pseudo_label, PseudoQuality
-from .psl import SegDataset, PSLLoss, fit_seg, seg_train_tfms, seg_probs, normalize_image
+from .psl import SegDataset, PSLLoss, fit_seg, seg_train_tfms, seg_probs, normalize_image, prohibit
 from .crf import crf_probs
 
 # %% ../nbs/09_pipeline.ipynb #abaac165
@@ -252,17 +253,17 @@ def saliency(self:Pipeline)->dict:
 
 @patch
 def objects(self:Pipeline, image_id)->np.ndarray:
-    "AE's mined label map of an image (training: `pseudo_objects/`; evaluation: rebuilt from the held-out regions)."
+    "AE's mined label map of an image, 255 where several classes claimed a pixel (training: `pseudo_objects/`; evaluation: rebuilt from the held-out regions)."
     ds, i = self._img(image_id)
     if ds is self.trn: return load_label_png(self.out / 'pseudo_objects' / f'{image_id}.png')
-    return regions_to_label_map(self.ae.mined_steps(i, 'holdout'))
+    return regions_to_label_map(self.ae.mined_steps(i, 'holdout'), conflict=255)
 
 @patch
 def pseudo(self:Pipeline)->dict:
     "Stage 4: pseudo labels (objects, background where saliency < `bg_threshold`, 255 elsewhere) of training and evaluation images."
     c = self.cfg
     ev_ids = list(self.ev.ids) if self.ev is self.hold else []   # objects exist for the held-out images only
-    st = self._stage('pseudo', dict(rule='ae', bg_threshold=c['bg_threshold'], erasing=self.ae_hash,
+    st = self._stage('pseudo', dict(rule='ae', bg_threshold=c['bg_threshold'], erasing=self.ae_hash, conflict=255,
                                     saliency=read_json(self.out / 'saliency' / 'done.json')['hash']))
     def fn(k, path):
         ds, i = self._img(k)
@@ -278,7 +279,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
     "Stages 5–6: train the segmentation network on the pseudo labels (DDP under torchrun), resuming a killed training."
     c = self.cfg
     st = self._stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
-                                lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'],
+                                lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'],
                                 pseudo=read_json(self.out / 'pseudo' / 'done.json')['hash']))
     if st.done: return dict(st.record, skipped=True)
     if _is_main(): st.begin()
@@ -288,7 +289,8 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
     mean, std = self.ae.stats()
     ds = SegDataset(self.trn, self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
     t0 = time.time()
-    hist = fit_seg(model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight']), epochs=c['seg_epochs'], bs=c['seg_bs'],
+    loss = PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup'])
+    hist = fit_seg(model, ds, loss, epochs=c['seg_epochs'], bs=c['seg_bs'],
                    lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers, device=self.device,
                    ckpt=st.folder / 'train.pt', resume=True, progress=self.progress)
     save_checkpoint(st.folder / 'model.pt', model)
@@ -314,7 +316,7 @@ def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred
     "Stages 7–9: predict every evaluation image at its own size (test-time scales/flips), optionally with DenseCRF."
     c = self.cfg
     st = self._stage(name, dict(net=read_json(self.out / net / 'done.json')['hash'], scales=c['test_scales'],
-                                flip=c['test_flip'], crf=c['crf'] if crf else None,
+                                flip=c['test_flip'], prohibit=c['test_prohibit'], crf=c['crf'] if crf else None,
                                 data=data_fingerprint(self.ev)))
     if st.done: return dict(st.record, skipped=True)
     model = self.load_segnet(net)
@@ -322,7 +324,8 @@ def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred
     def fn(k, path):
         ds, i = self._img(k)
         img = ds.image(i)
-        f = seg_probs(model, normalize_image(img, mean, std)[None], c['test_scales'], c['test_flip'])[0][0].cpu().numpy()
+        f, v = seg_probs(model, normalize_image(img, mean, std)[None], c['test_scales'], c['test_flip'])
+        f = (prohibit(f, v) if c['test_prohibit'] else f)[0].cpu().numpy()
         save_label_png(crf_probs(img, f, c['crf']) if crf else f.argmax(0).astype(np.uint8), path)
     return per_image_stage(st, self.ev.ids, fn, name, self.progress)
 
@@ -488,7 +491,9 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               seg_bs:int=None, # segmentation batch size (global)
               seg_lr:float=None, # segmentation learning rate
               psl_weight:float=None, # λ of the online-label (PSL) term
+              psl_warmup:float=None, # ramp λ up over this fraction of the segmentation training
               test_scales:str=None, # test-time scales, comma-separated, e.g. 1,0.75,1.25
+              test_prohibit:bool=False, # weight test-time scores by the network's own classification branch, [1, v] ⊗ f
               crf:str=None, # DenseCRF preset of aepsl.crf: deeplab, psa, sec, irn
               seed:int=None, # seed
               device:str=None, # cuda, mps or cpu (default: the best available; under torchrun, this rank's GPU)
@@ -501,8 +506,9 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
     ov = dict(train_split=train_split, holdout_split=holdout_split, eval_split=eval_split, arch=arch, delta=delta,
               max_steps=max_steps, rho=rho, epochs=epochs, patience=patience, bs=bs, lr=lr, crop_size=crop_size,
               cam_threshold=cam_threshold, bg_threshold=bg_threshold, seg_arch=seg_arch, seg_epochs=seg_epochs,
-              seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight, test_scales=_floats(test_scales), crf=crf, seed=seed)
+              seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight, psl_warmup=psl_warmup, test_scales=_floats(test_scales), crf=crf, seed=seed)
     ov = {k: v for k, v in ov.items() if v is not None}
+    if test_prohibit: ov['test_prohibit'] = True
     if weights is not None: ov['weights'] = none(weights)
     if seg_weights is not None: ov['seg_weights'] = none(seg_weights)
     p = Pipeline(data, out, config, device, not quiet, num_workers, allow_pickle, **ov)
@@ -519,14 +525,14 @@ def aepsl_eval(pred:str=None, # folder of palette PNGs <id>.png (e.g. RUN/pred_c
     ds = VOCWSSS(data, split, **(dict(allow_pickle=True) if allow_pickle else {}))
     print(format_eval(evaluate_predictions(pred, ds), f"{pred} against {data} split {split!r}"), flush=True)
 
-DEMO = dict(n_train=200, n_val=60, epochs=4, seg_epochs=8)
+DEMO = dict(n_train=300, n_val=100, epochs=8, seg_epochs=30)
 
 @call_parse
 def aepsl_demo(out:str='runs/demo', # run folder; the benchmark is written to <out>/data
                n_train:int=DEMO['n_train'], # training images of the built-in benchmark
                n_val:int=DEMO['n_val'], # validation images (held-out for erasing, scored at the end)
                epochs:int=DEMO['epochs'], # epoch cap of each erasing classifier (cpu preset: 8)
-               seg_epochs:int=DEMO['seg_epochs'], # segmentation epochs (cpu preset: 12)
+               seg_epochs:int=DEMO['seg_epochs'], # segmentation epochs (cpu preset: 30)
                device:str=None, # default: the best available
                quiet:bool=False): # no progress display
     "The built-in benchmark written to disk in VOC layout, then `aepsl_run --config cpu` on it; prints the results table."

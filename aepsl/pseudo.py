@@ -28,7 +28,7 @@ def _as_objects(objects):
     if o.ndim != 2: raise ValueError(f"mined objects must be an H×W label map or a C×H×W boolean stack, got shape {o.shape}")
     if not np.issubdtype(o.dtype, np.integer): raise TypeError(f"a mined-object label map must hold integers, got {o.dtype}")
     o = o.astype(np.int64)
-    return np.where(o == 255, 0, o), np.zeros(o.shape, bool)   # 255 in an object map: not mined
+    return np.where(o == 255, 0, o), o == 255   # 255 in an object map: claimed by several classes
 
 def _as_saliency(sal, shape):
     s = sal.detach().cpu().numpy() if hasattr(sal, 'detach') else np.asarray(sal)
@@ -38,7 +38,7 @@ def _as_saliency(sal, shape):
     if s.min() < 0 or s.max() > 1: raise ValueError(f"saliency must be in [0, 1], got range [{s.min():.3g}, {s.max():.3g}]")
     return s
 
-def pseudo_label(objects, # mined objects: uint8 H×W (0 = not mined, c = class c) or bool C×H×W (class c at index c-1)
+def pseudo_label(objects, # mined objects: uint8 H×W (0 = not mined, c = class c, 255 = several) or bool C×H×W (class c at index c-1)
                  saliency, # float H×W in [0, 1]
                  bg_threshold:float=BG_THRESHOLD, # background where saliency < this
                 )->np.ndarray: # uint8 H×W: 0 background, c class, 255 ignored

@@ -20,30 +20,35 @@ from .cam import eval_mode
 from .crf import crf_probs, crf_batch, crf_params
 
 # %% auto #0
-__all__ = ['UNCERTAIN', 'online_labels', 'PSLLoss', 'SegDataset', 'seg_train_tfms', 'fit_seg', 'normalize_image',
+__all__ = ['UNCERTAIN', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset', 'seg_train_tfms', 'fit_seg', 'normalize_image',
            'native_batches', 'seg_probs', 'seg_eval', 'predict_stage', 'evaluate_folder', 'gwrp', 'SECLoss',
            'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
+def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
+             v:torch.Tensor, # B×C image-level scores in [0, 1]
+            )->torch.Tensor: # B×(C+1)×H×W, renormalised per pixel
+    "[1, v] ⊗ f: class c's scores weighted by v_c, the background's by 1, renormalised to sum to one per pixel."
+    w = torch.cat([torch.ones_like(v[:, :1]), v], 1)
+    p = f * w[:, :, None, None]
+    return p / p.sum(1, keepdim=True).clamp_min(1e-12)
+
 @torch.no_grad()
 def online_labels(seg_logits:torch.Tensor, # B×(C+1)×H×W segmentation logits
                   cls_logits:torch.Tensor, # B×C classification-branch logits
                  )->torch.Tensor: # long B×H×W
     "Ŝ = argmax([1, v] ⊗ f): the softmax scores f with class c weighted by v_c = σ(cls_c), background by 1."
-    f = seg_logits.float().softmax(1)
-    v = torch.sigmoid(cls_logits.float())
-    w = torch.cat([torch.ones_like(v[:, :1]), v], 1)
-    return (f * w[:, :, None, None]).argmax(1)
+    return prohibit(seg_logits.float().softmax(1), torch.sigmoid(cls_logits.float())).argmax(1)
 
 # %% ../nbs/08_psl.ipynb #d68b9ddc
 UNCERTAIN = 254  # an uncertain pseudo-label pixel once loaded (255 on disk): 255 is left to the crop's padding
 
-def _ce(logits, target, ignore=(UNCERTAIN, 255)):
-    "Mean cross-entropy over the pixels whose target is not in `ignore` (0 when there are none)."
+def _nll(logp, target, ignore=(UNCERTAIN, 255)):
+    "Mean cross-entropy, from log-probabilities, over the pixels whose target is not in `ignore` (0 when there are none)."
     t = target
     for v in ignore: t = t.masked_fill(t == v, 255)   # masked_fill, not t[mask] = …: no host sync on GPU
     n = (t != 255).sum().clamp_min(1)
-    return F.cross_entropy(logits, t, ignore_index=255, reduction='sum') / n
+    return F.nll_loss(logp, t, ignore_index=255, reduction='sum') / n
 
 # %% ../nbs/08_psl.ipynb #04556347
 class PSLLoss:
@@ -79,14 +84,17 @@ class PSLLoss:
         seg = seg.float()
         if self.upsample: seg = F.interpolate(seg, S.shape[-2:], mode='bilinear', align_corners=False)
         else: S = F.interpolate(S[:, None].float(), seg.shape[-2:], mode='nearest')[:, 0].long()
-        j_s = _ce(seg, S)
+        logp = F.log_softmax(seg, 1)            # one log-softmax for both terms and for Ŝ
+        j_s = _nll(logp, S)
         loss = j_s + self.cls_weight * F.binary_cross_entropy_with_logits(cls.float(), y)
         self.last = dict(j_s=j_s.detach())
         lam = self.online_weight
         if lam > 0:
-            s_hat = online_labels(seg, cls)
+            with torch.no_grad():                  # Ŝ = argmax(log f + log [1, v]): `online_labels`, in log space
+                lw = torch.cat([torch.zeros_like(cls[:, :1]), F.logsigmoid(cls.float())], 1)
+                s_hat = (logp + lw[:, :, None, None]).argmax(1)
             s_hat = s_hat.masked_fill(S == 255, 255)   # padding only: uncertain pixels (254) are where Ŝ teaches
-            j_o = _ce(seg, s_hat, ignore=(255,))
+            j_o = _nll(logp, s_hat, ignore=(255,))
             loss = loss + lam * j_o
             self.last['j_online'] = j_o.detach()
         return loss
@@ -229,11 +237,13 @@ def seg_eval(model, # a `SegNet`
              bs:int=16, # images per forward pass
              scales=(1.0,), flip:bool=False, # test-time augmentation (see `seg_probs`)
              mean=IMAGENET_MEAN, std=IMAGENET_STD,
+             prohibit_classes:bool=False, # weight the scores by the branch's [1, v] (see `predict_stage`)
             )->SegMetric:
     "Score the network's arg-max predictions at native size against the ground truth, in memory (no files)."
     m = SegMetric(model.n_classes + 1)
     for idx, _, x in native_batches(ds, bs=bs, mean=mean, std=std):
-        pred = seg_probs(model, x, scales, flip)[0].argmax(1).cpu()
+        f, v = seg_probs(model, x, scales, flip)
+        pred = (prohibit(f, v) if prohibit_classes else f).argmax(1).cpu()
         for j, p in zip(idx, pred): m.update(p, torch.as_tensor(_gt(ds, j)).long())
     return m
 
@@ -248,6 +258,7 @@ def predict_stage(model, # a `SegNet`
                   bs:int=8, # images per forward pass
                   mean=IMAGENET_MEAN, std=IMAGENET_STD,
                   progress:bool=True, # tqdm progress bar
+                  prohibit_classes:bool=False, # weight the scores by [1, v] of the network's own classification branch, as Ŝ does
                  )->Stage:
     "Predict every image of `ds` at its native size and write VOC palette PNGs into `stage`, resuming per image."
     from tqdm.auto import tqdm
@@ -258,7 +269,8 @@ def predict_stage(model, # a `SegNet`
     bar = tqdm(total=len(todo), desc=f'predict {stage.name}', disable=not progress)
     def jobs():
         for idx, ims, x in native_batches(ds, todo, bs, mean, std):
-            f = seg_probs(model, x, scales, flip)[0].cpu().numpy()
+            f, v = seg_probs(model, x, scales, flip)
+            f = (prohibit(f, v) if prohibit_classes else f).cpu().numpy()
             for j, im, p in zip(idx, ims, f):
                 bar.update()
                 yield ds.ids[j], im, p, None
@@ -266,7 +278,8 @@ def predict_stage(model, # a `SegNet`
         for k, _, p, _ in jobs(): save_label_png(p.argmax(0).astype(np.uint8), stage.file(k))
     else: crf_batch(jobs(), stage.folder, crf, workers=crf_workers)
     bar.close()
-    stage.finish(n_images=len(ds.ids), scales=list(scales), flip=flip, crf=None if crf is None else crf_params(crf))
+    stage.finish(n_images=len(ds.ids), scales=list(scales), flip=flip, crf=None if crf is None else crf_params(crf),
+                 prohibit_classes=prohibit_classes)
     return stage
 
 def evaluate_folder(ds, # base dataset with ground truth

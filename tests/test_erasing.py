@@ -164,3 +164,22 @@ def test_voc_preset_vgg16_smoke_on_cpu(tmp_path):
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['arch'] == 'vgg16_largefov' and cfg['crop_size'] == 32 and cfg['preset'] == 'voc'
     assert len(list((out / 'pseudo_objects').glob('*.png'))) == 6
+
+def test_pseudo_objects_mark_pixels_claimed_by_several_classes(data, tmp_path):
+    "pseudo_objects/<id>.png: 255 exactly where two classes' regions (of any used step) overlap, else the earliest class."
+    from aepsl.viz import load_label_png
+    ae = make_ae(data, tmp_path / 'r', delta=0.05)      # a low δ: large regions, which overlap in two-class images
+    ae.run()
+    st = ae.write_pseudo_objects()
+    n_conflict = 0
+    for i, k in enumerate(ae.train_ds.ids):
+        s = ae.mined_steps(i)
+        several = (s > 0).sum(0) > 1
+        png = load_label_png(st.file(k))
+        np.testing.assert_array_equal(png == 255, several)
+        big = np.where(s == 0, 99, s).astype(int)
+        first = np.where((s > 0).any(0), big.argmin(0) + 1, 0)      # earliest step, then the lower class
+        np.testing.assert_array_equal(png[~several], first[~several])
+        n_conflict += several.sum()
+    assert n_conflict > 0                                # the case is exercised
+    assert st.config['conflict'] == 255                  # recorded: a run made before this rule refuses to mix

@@ -9,7 +9,8 @@ from aepsl.viz import save_label_png, load_label_png
 def test_rule_ae_every_case():
     o = np.array([[0, 0, 3, 3, 255]], np.uint8)
     s = np.array([[0.0, 0.8, 0.8, 0.1, 0.0]])
-    np.testing.assert_array_equal(pseudo_label(o, s, 0.3), [[0, 255, 3, 255, 0]])
+    # bg; unassigned; object; object vs background; claimed by several classes (255 in an object map): in doubt
+    np.testing.assert_array_equal(pseudo_label(o, s, 0.3), [[0, 255, 3, 255, 255]])
 
 def test_rule_ae_torch_and_stack():
     import torch
