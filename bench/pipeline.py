@@ -1,5 +1,5 @@
 """Wall time and peak memory per stage of the demo pipeline, and how they grow when the number of images doubles.
-Usage: python bench/pipeline.py [--n_train 150 --n_val 50 --factor 2 --epochs 5 --seg_epochs 8 --keep DIR]
+Usage: python bench/pipeline.py [--n_train 150 --n_val 50 --factor 2 --epochs 8 --seg_epochs 30 --keep DIR]
 Each size runs `aepsl_demo` in a fresh process (so every peak is its own); the table compares the per-stage
 seconds (target: about ×factor) and peak RSS (target: flat)."""
 import argparse, json, os, platform, subprocess, sys, tempfile, time
@@ -23,10 +23,11 @@ def run(out, n_train, n_val, epochs, seg_epochs):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser()
     ap.add_argument('--n_train', type=int, default=150); ap.add_argument('--n_val', type=int, default=50)
-    ap.add_argument('--factor', type=int, default=2); ap.add_argument('--epochs', type=int, default=5)
-    ap.add_argument('--seg_epochs', type=int, default=8); ap.add_argument('--keep', default=None)
+    ap.add_argument('--factor', type=int, default=2); ap.add_argument('--epochs', type=int, default=8)
+    ap.add_argument('--seg_epochs', type=int, default=30); ap.add_argument('--keep', default=None)
     a = ap.parse_args()
     root = Path(a.keep or tempfile.mkdtemp(prefix='aepsl_bench_'))
+    root.mkdir(parents=True, exist_ok=True)
     print(machine(), flush=True)
     res = []
     for k in (1, a.factor):

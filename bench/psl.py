@@ -7,7 +7,11 @@ unsupervised saliency (`aepsl.saliency`) gives the background, `aepsl.pseudo` me
 SEC's seeds are the same rule applied to the first erasing step's CAM regions only (no erasing).
 Every stage lives in a resumable run folder (`--run`); the table goes to bench/results/psl.json and psl.md.
 
-    python bench/psl.py [--n_train 400] [--n_holdout 100] [--n_test 100] [--epochs 20] [--run /tmp/aepsl_bench_psl]
+    python bench/psl.py [--n_train 400] [--n_holdout 100] [--n_test 100] [--epochs 30] [--run /tmp/aepsl_bench_psl]
+
+`--methods` takes `name` or `name@seed` (the same method trained again with another seed, same pseudo labels).
+The third column scores the predictions prohibited by the network's own classification branch ([1, v] ⊗ f, the
+operator of PSL's online labels, applied at test time), for the networks whose branch is trained (not SEC's).
 """
 import json, platform, subprocess, sys, time
 from pathlib import Path
@@ -37,7 +41,7 @@ def machine():
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {default_device()}"
 
 
-def throughput(train, labels_dir, steps, bs, device, repeats=2):
+def throughput(train, labels_dir, steps, bs, device, repeats=3):
     "Images/s of a bare loop (CE + BCE), of `fit` with SSL and of `fit` with PSL, same network, data and loader."
     n = steps * bs
     sub = torch.utils.data.Subset(SegDataset(train, labels_dir, tfms=seg_train_tfms(seg_small(5).recipe)), range(n))
@@ -72,12 +76,12 @@ def throughput(train, labels_dir, steps, bs, device, repeats=2):
 def main(n_train:int=400, # training images (image-level labels only, except for the upper bound)
          n_holdout:int=100, # held-out images for the erasing stopping rule
          n_test:int=100, # held-out images with masks: the table's mIoU
-         epochs:int=20, # segmentation training epochs (every method)
+         epochs:int=30, # segmentation training epochs (every method)
          run:str='/tmp/aepsl_bench_psl', # resumable run folder
          out:str='bench/results/psl', # writes <out>.json and <out>.md
          crf:str='psa', # aepsl.crf preset for the "+ CRF" column
-         tp_steps:int=20, # throughput: optimiser steps per measurement
-         methods:str='full,sec,ssl,psl', # methods to run, in table order
+         tp_steps:int=25, # throughput: optimiser steps per measurement (steps × batch ≤ n_train)
+         methods:str='full,sec,ssl,psl,ssl@1,psl@1', # methods to run, in table order; name@seed: another training seed
          seed:int=0, # training seed
          ae_patience:int=None, # erasing classifiers' early-stopping patience (None: the 'cpu' preset's)
          train_only:bool=False, # stop after training (e.g. train on a GPU machine, predict and score here)
@@ -101,34 +105,40 @@ def main(n_train:int=400, # training images (image-level labels only, except for
     if not seeds.done:
         for i, k in enumerate(trn.ids):
             s = read_saliency_png(sal.folder / f'{k}.png', trn.image(i).shape[:2])
-            save_label_png(pseudo_label(ae.label_map(i, max_step=1), s), seeds.file(k))
+            save_label_png(pseudo_label(ae.label_map(i, max_step=1, conflict=255), s), seeds.file(k))
         seeds.finish(n_images=len(trn.ids))
     rf.log.info(f'AE steps used: {ae.n_used}; pseudo-label quality: {json.dumps(pseudo.record.get("quality", {}))[:300]}')
     dirs = dict(gt=None, pseudo=pseudo.folder, seeds=seeds.folder)
 
     rows, curves = [], {}
-    for name in methods.split(','):
+    for key in methods.split(','):
+        name, s_ = key.split('@') if '@' in key else (key, seed)
+        s_ = int(s_)
+        tag = name if s_ == seed else f'{name}_s{s_}'
         src, loss = METHODS[name]
-        st = rf.stage(f'seg/{name}', dict(labels=src, loss=loss, epochs=epochs, seed=seed,
+        st = rf.stage(f'seg/{tag}', dict(labels=src, loss=loss, epochs=epochs, seed=s_,
                                           upstream=None if src == 'gt' else (pseudo.hash if src == 'pseudo' else seeds.hash))).begin()
-        torch.manual_seed(seed)
+        torch.manual_seed(s_)
         m = seg_small(len(trn.classes))
         t0 = time.time()
         if not st.done:
             ds = SegDataset(trn, dirs[src], tfms=seg_train_tfms(m.recipe))
-            hist = fit_seg(m, ds, loss, epochs=epochs, seed=seed, valid_ds=test, device=dev, progress=False,
+            hist = fit_seg(m, ds, loss, epochs=epochs, seed=s_, valid_ds=test, device=dev, progress=False,
                            ckpt=st.folder / 'model.pth', resume=True, num_workers=num_workers)
             st.finish(history=hist, seconds=round(time.time() - t0, 1), device=machine())
         if train_only: continue
         load_checkpoint(st.folder / 'model.pth', m)
         m.to(dev)
-        curves[name] = [h['valid_mIoU'] for h in st.record['history']]
+        curves[tag] = [h['valid_mIoU'] for h in st.record['history']]
         res = {}
-        for tag, c in (('', None), ('_crf', crf)):
-            p = predict_stage(m, test, rf.stage(f'pred{tag}/{name}', dict(model=st.hash, crf=c)), crf=c, progress=False)
-            res[f'mIoU{tag}'] = round(100 * evaluate_folder(test, p.folder).miou, 1)
-        rows.append(dict(method=NAMES[name], key=name, **res, train_s=st.record['seconds'], trained_on=st.record.get('device')))
-        rf.log.info(f'{name}: {res}')
+        for sfx, c, pro in (('', None, False), ('_crf', crf, False), ('_crf_prohibit', crf, True)):
+            if pro and loss == 'sec': continue          # SEC trains no classification branch
+            cfg_p = dict(model=st.hash, crf=c, **(dict(prohibit_classes=True) if pro else {}))
+            p = predict_stage(m, test, rf.stage(f'pred{sfx}/{tag}', cfg_p), crf=c, progress=False, prohibit_classes=pro)
+            res[f'mIoU{sfx}'] = round(100 * evaluate_folder(test, p.folder).miou, 1)
+        label = NAMES[name] + ('' if s_ == seed else f', seed {s_}')
+        rows.append(dict(method=label, key=tag, seed=s_, **res, train_s=st.record['seconds'], trained_on=st.record.get('device')))
+        rf.log.info(f'{tag}: {res}')
     if train_only: return
     full = next((r for r in rows if r['key'] == 'full'), None)
     for r in rows:
@@ -143,8 +153,8 @@ def main(n_train:int=400, # training images (image-level labels only, except for
     out = Path(out)
     write_json(out.with_suffix('.json'), res)
     md = [f"`{res['command']}`", '', f"Machine: {res['machine']}", '',
-          '| method | mIoU (%) | mIoU + CRF (%) | % of upper bound (CRF) |', '|---|---|---|---|']
-    md += [f"| {r['method']} | {r['mIoU']} | {r['mIoU_crf']} | {r.get('pct_of_full_crf', '')} |" for r in rows]
+          '| method | mIoU (%) | mIoU + CRF (%) | % of upper bound (CRF) | mIoU + CRF, prohibited by [1, v] (%) |', '|---|---|---|---|---|']
+    md += [f"| {r['method']} | {r['mIoU']} | {r['mIoU_crf']} | {r.get('pct_of_full_crf', '')} | {r.get('mIoU_crf_prohibit', '–')} |" for r in rows]
     md += ['', '| training | images/s | overhead vs bare loop (%) |', '|---|---|---|']
     md += [f"| {r['setting']} | {r['images_per_s']} | {r['overhead_pct']} |" for r in tp_rows]
     atomic_write(out.with_suffix('.md'), lambda p: Path(p).write_text('\n'.join(md) + '\n'))

@@ -12,7 +12,8 @@ def readme_text(nb_path=root / 'nbs' / 'index.ipynb'):
     for c in nb['cells']:
         src = ''.join(c['source']).strip('\n')
         if not src or src.startswith('#| hide'): continue
-        parts.append(src if c['cell_type'] == 'markdown' else f'```python\n{src}\n```')
+        if c["cell_type"] == "markdown": src = src.replace("](images/", "](nbs/images/")   # README sits one folder up
+        parts.append(src if c["cell_type"] == "markdown" else f"```python\n{src}\n```")
     return '<!-- generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file -->\n\n' + '\n\n'.join(parts) + '\n'
 
 if __name__ == '__main__':
