@@ -91,7 +91,8 @@ class PSLLoss:
         lam = self.online_weight
         if lam > 0:
             with torch.no_grad():                  # Ŝ = argmax(log f + log [1, v]): `online_labels`, in log space
-                lw = torch.cat([torch.zeros_like(cls[:, :1]), F.logsigmoid(cls.float())], 1)
+                lv = F.logsigmoid(cls.float())     # float32 even when the network ran in half precision
+                lw = torch.cat([torch.zeros_like(lv[:, :1]), lv], 1)
                 s_hat = (logp + lw[:, :, None, None]).argmax(1)
             s_hat = s_hat.masked_fill(S == 255, 255)   # padding only: uncertain pixels (254) are where Ŝ teaches
             j_o = _nll(logp, s_hat, ignore=(255,))
