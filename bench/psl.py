@@ -44,7 +44,7 @@ def machine():
 def throughput(train, labels_dir, steps, bs, device, repeats=3):
     "Images/s of a bare loop (CE + BCE), of `fit` with SSL and of `fit` with PSL, same network, data and loader."
     n = steps * bs
-    sub = torch.utils.data.Subset(SegDataset(train, labels_dir, tfms=seg_train_tfms(seg_small(5).recipe)), range(n))
+    sub = torch.utils.data.Subset(SegDataset(train, labels_dir, tfms=seg_train_tfms(seg_small(len(train.classes)).recipe)), range(n))
     def bare():
         torch.manual_seed(0); m = seg_small(len(train.classes)).to(device)
         opt = torch.optim.AdamW(m.parameters(), 3e-3, weight_decay=1e-4)
@@ -89,6 +89,9 @@ def main(n_train:int=400, # training images (image-level labels only, except for
         ):
     "Run the PSL comparison and throughput benchmark; write the table."
     t_start = time.time()
+    tp_bs = seg_small(1).recipe['bs']
+    if tp_steps * tp_bs > n_train:     # checked before hours of training, not after
+        raise SystemExit(f"--tp_steps {tp_steps} × batch {tp_bs} = {tp_steps * tp_bs} images, more than --n_train {n_train}")
     trn, hold, test = SyntheticWSSS(n_train, seed=0), SyntheticWSSS(n_holdout, seed=1), SyntheticWSSS(n_test, seed=2)
     cfg = dict(n_train=n_train, n_holdout=n_holdout, n_test=n_test, seed=seed)
     rf = RunFolder(run, cfg)           # each stage records its own settings (epochs, CRF preset) in its config
@@ -143,7 +146,7 @@ def main(n_train:int=400, # training images (image-level labels only, except for
     full = next((r for r in rows if r['key'] == 'full'), None)
     for r in rows:
         if full: r['pct_of_full_crf'] = round(100 * r['mIoU_crf'] / full['mIoU_crf'], 1)
-    tp = throughput(trn, pseudo.folder, tp_steps, seg_small(5).recipe['bs'], dev)
+    tp = throughput(trn, pseudo.folder, tp_steps, tp_bs, dev)
     base = tp['bare loop (CE + BCE)']
     tp_rows = [dict(setting=k, images_per_s=round(v, 1), overhead_pct=round(100 * (base / v - 1), 1)) for k, v in tp.items()]
     q = pseudo.record.get('quality', {})
