@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #f6ce761d
 from __future__ import annotations
-import os, json, shutil, warnings
+import os, json, time, shutil, hashlib, warnings
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
@@ -18,21 +18,33 @@ from torchvision.transforms.v2 import functional as TF
 from .runs import atomic_write, check_id, safe_join, write_json
 
 # %% auto #0
-__all__ = ['SYNTH_CLASSES', 'SYNTH_CONTEXT', 'IMAGENET_MEAN', 'IMAGENET_STD', 'VOC_CLASSES', 'IMAGE_FORMATS', 'part_pattern',
-           'smooth_noise', 'synthetic_sample', 'SyntheticWSSS', 'mean_pixel', 'pixel_std', 'RandomScale',
-           'seg_transforms', 'ArrayDataset', 'check_label_map', 'write_voc', 'synthetic_voc', 'pil_to_rgb',
-           'labels_from_names', 'labels_from_mask', 'read_split', 'read_cls_labels', 'convert_cls_labels', 'VOCWSSS',
-           'main_synthetic']
+__all__ = ['SYNTH_CLASSES', 'SYNTH_CONTEXT', 'SYNTH_INKS', 'SYNTH_VARIANTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'VOC_CLASSES',
+           'IMAGE_FORMATS', 'synth_classes', 'part_pattern', 'smooth_noise', 'synthetic_sample', 'synth_variant',
+           'SyntheticWSSS', 'mean_pixel', 'pixel_std', 'RandomScale', 'seg_transforms', 'ArrayDataset',
+           'check_label_map', 'write_voc', 'synthetic_voc', 'pil_to_rgb', 'labels_from_names', 'labels_from_mask',
+           'read_split', 'read_class_names', 'read_cls_labels', 'convert_cls_labels', 'VOCWSSS', 'scan_dataset',
+           'check_class_coverage', 'check_wsss_data', 'data_fingerprint', 'main_synthetic']
 
 # %% ../nbs/00_data.ipynb #da7f66c0
 SYNTH_CLASSES = ('hstripes', 'vstripes', 'checker', 'diagonal', 'dots')
 SYNTH_CONTEXT = {0: 'water', 3: 'grass'}  # class index -> background context it co-occurs with
+# a part's two inks (light, dark RGB in [0,1]); class c has pattern c % 5 in inks c // 5
+SYNTH_INKS = {'': ((.95, .95, .95), (.05, .05, .05)), 'gold': ((.95, .8, .1), (.1, .15, .55)),
+              'red': ((.95, .2, .15), (.05, .55, .6)), 'violet': ((.85, .3, .95), (.15, .45, .05))}
+
+def synth_classes(n_classes:int=5, # 1..20
+                 )->tuple: # names: the pattern, then its inks (none for black/white)
+    "Names of the first `n_classes` synthetic classes: 5 patterns × 4 ink pairs."
+    names = tuple(p + (f'_{k}' if k else '') for k in SYNTH_INKS for p in SYNTH_CLASSES)
+    if not 1 <= n_classes <= len(names): raise ValueError(f"n_classes must be in 1..{len(names)}, got {n_classes}")
+    return names[:n_classes]
 
 def part_pattern(c:int, # class index; its pattern is `c % 5`
                  n:int, # side of the square patch in pixels
                  period:int): # pattern period in pixels
     "Binary class-specific pattern on an `n`×`n` patch: the discriminative part of class `c`."
-    y, x = np.mgrid[:n, :n]; h = max(1, period // 2)
+    y, x = np.mgrid[:n, :n]
+    h = max(1, period // 2)
     kind = c % 5
     if kind == 0: return (y // h) % 2 == 0
     if kind == 1: return (x // h) % 2 == 0
@@ -63,22 +75,49 @@ def _ellipse(yy, xx, cy, cx, a, b, th):
     return u * u + v * v <= 1
 
 # %% ../nbs/00_data.ipynb #5b0d6181
+def _clutter_pattern(rng, n:int, period:int):
+    "A binary pattern that is no class's: rings, a grid of thin lines, or random blocks."
+    y, x = np.mgrid[:n, :n]
+    h = max(1, period // 2)
+    k = rng.integers(3)
+    if k == 0: return (np.hypot(y - n / 2, x - n / 2) // h) % 2 == 0
+    if k == 1: return (y % period == 0) | (x % period == 0)
+    return np.kron(rng.random((n // h + 1, n // h + 1)) < 0.5, np.ones((h, h), bool))[:n, :n]
+
+def _texture(rng, yy, xx, S):
+    "A faint background texture (0 plain, waves, speckle, a ramp), added to every channel."
+    k = rng.integers(4)
+    if k == 1:
+        th, lam = rng.uniform(0, np.pi), S * rng.uniform(1 / 12, 1 / 4)
+        return 0.07 * np.sin(2 * np.pi * (xx * np.cos(th) + yy * np.sin(th)) / lam)
+    if k == 2: return 0.1 * (rng.random(yy.shape) - 0.5)
+    if k == 3: return 0.15 * ((xx * np.cos(t := rng.uniform(0, 2 * np.pi)) + yy * np.sin(t)) / S - 0.5)
+    return np.zeros_like(yy)
+
 def synthetic_sample(idx:int, # image index; with `seed` it fixes the image
                      size:int=96, # image side in pixels; every length scales with it
                      seed:int=0, # dataset seed
-                     n_classes:int=5, # number of foreground classes (at most 5 distinct patterns)
-                     body_hue_sd:float=0.12, # spread of a body's hue around its class hue (classes are 0.2 apart): the weak cue
+                     n_classes:int=5, # number of foreground classes, 1..20 (5 patterns, in 4 ink pairs past 5)
+                     body_hue_sd:float=0.12, # spread of a body's hue around its class hue (classes are 1/max(5, C) apart): the weak cue
                      context_p:float=0.8, # chance that a context class shows its background context
                      context_other_p:float=0.1, # chance of that context in images without the class
                      max_objects:int=3, # objects per image, 1..max_objects
                      max_distractors:int=2, # class-less salient blobs per image, 0..max_distractors
-                     noise_sd:float=6.): # pixel noise, in grey levels
+                     noise_sd:float=6., # pixel noise, in grey levels
+                     scale_range:tuple|None=None, # (lo, hi): object diameter / `size`, log-uniform; objects may overlap. None: 36-54 % of the side, kept apart
+                     clutter:int=0, # class-less *patterned* blobs per image, 0..clutter (patterns no class has)
+                     textures:bool=False, # faint background textures (waves, speckle, ramps)
+                     window:tuple|None=None): # (h, w): with `scale_range`, objects and parts lie in this central crop (the one `SyntheticWSSS` keeps)
     "One synthetic image: `(image uint8 H×W×3, mask uint8 H×W, labels float32 C, part bool H×W)`."
-    if not 1 <= n_classes <= 5: raise ValueError(f"n_classes must be in 1..5, got {n_classes}")
-    rng = np.random.default_rng([seed, idx]); S = size
+    synth_classes(n_classes)   # checks n_classes
+    if scale_range is not None and not 0 < scale_range[0] <= scale_range[1]: raise ValueError(f"scale_range must be (lo, hi) with 0 < lo ≤ hi, got {scale_range}")
+    if window is not None and not (0 < window[0] <= size and 0 < window[1] <= size): raise ValueError(f"window {window} must fit in the {size}×{size} scene")
+    rng = np.random.default_rng([seed, idx])
+    S = size
     yy, xx = np.mgrid[:S, :S].astype(np.float32)
     img = rng.uniform(0.35, 0.6) + rng.uniform(-0.05, 0.05, 3)[None, None] \
           + 0.12 * smooth_noise(rng, S, S, max(4, S // 6))[..., None]
+    if textures: img = img + _texture(rng, yy, xx, S)[..., None]
     mask, part = np.zeros((S, S), np.uint8), np.zeros((S, S), bool)
     cls = rng.choice(n_classes, rng.integers(1, max_objects + 1), replace=False)
     for c, name in SYNTH_CONTEXT.items():      # background context, behind everything
@@ -90,22 +129,58 @@ def synthetic_sample(idx:int, # image index; with `seed` it fixes the image
     for _ in range(rng.integers(0, max_distractors + 1)):   # salient blobs of no class
         e = _ellipse(yy, xx, *rng.uniform(0, S, 2), *(S * rng.uniform(0.10, 0.2, 2)), rng.uniform(0, np.pi))
         img[e] = _hsv(rng.random(), rng.uniform(.5, .9), rng.uniform(.5, .9))[None] * (1 + 0.1 * smooth_noise(rng, S, S, 3)[e][:, None])
-    ps = max(6, round(S * 0.125)); period = max(4, ps // 3); centers = []
+    inks = [np.array(v) for v in SYNTH_INKS.values()]
+    for _ in range(rng.integers(0, clutter + 1) if clutter else 0):   # patterned blobs of no class, in the classes' inks
+        a, b = S * rng.uniform(0.04, 0.12, 2)
+        ey, ex = rng.uniform(0, S, 2)
+        n = int(2 * max(a, b)) + 2
+        e = _ellipse(yy, xx, ey, ex, a, b, rng.uniform(0, np.pi))
+        pat = np.zeros((S + 2 * n, S + 2 * n), bool)
+        oy, ox = int(ey) - n // 2 + n, int(ex) - n // 2 + n
+        pat[oy:oy + n, ox:ox + n] = _clutter_pattern(rng, n, int(rng.integers(4, 8)))   # centred on the blob
+        pat = pat[n:n + S, n:n + S]
+        lite, dark = inks[rng.integers(len(inks))]
+        img[e] = np.where(pat[e][:, None], lite, dark)
+    ps = max(6, round(S * 0.125))
+    period = max(4, ps // 3)
+    centers, parts = [], []
+    wh, ww = window if window and scale_range is not None else (S, S)
+    y0, x0 = (S - wh) // 2, (S - ww) // 2   # where parts may go
     for c in cls:
-        for _ in range(30):                     # keep objects apart; drop one that does not fit
-            a, b = S * rng.uniform(0.19, 0.28, 2); cy, cx = rng.uniform(0.22 * S, 0.78 * S, 2)
-            if all((cy - oy)**2 + (cx - ox)**2 > (0.45 * S)**2 for oy, ox in centers): break
-        else: continue
+        if scale_range is None:
+            for _ in range(30):                     # keep objects apart; drop one that does not fit
+                a, b = S * rng.uniform(0.19, 0.28, 2)
+                cy, cx = rng.uniform(0.22 * S, 0.78 * S, 2)
+                if all((cy - oy)**2 + (cx - ox)**2 > (0.45 * S)**2 for oy, ox in centers): break
+            else: continue
+        else:
+            for _ in range(30):                     # overlap allowed, but no earlier part loses more than half of it
+                a = S * np.exp(rng.uniform(*np.log(scale_range))) / 2
+                b = a * rng.uniform(0.6, 1)
+                cy, cx = rng.uniform(0.1, 0.9, 2) * (wh, ww) + (y0, x0)
+                ps = min(wh, ww, max(6, round(0.5 * b)))
+                period = max(4, ps // 3)
+                box = np.zeros((S, S), bool)
+                box[max(0, int(cy - a)):int(cy + a) + 1, max(0, int(cx - a)):int(cx + a) + 1] = True   # holds the body and its part
+                if all((box & q).sum() <= 0.5 * q.sum() for q in parts): break
+            else: continue
         centers.append((cy, cx))
         body = _ellipse(yy, xx, cy, cx, a, b, rng.uniform(0, np.pi))
-        col = _hsv((c / 5 + rng.normal(0, body_hue_sd)) % 1, rng.uniform(.45, .85), rng.uniform(.55, .9))
+        col = _hsv((c / max(5, n_classes) + rng.normal(0, body_hue_sd)) % 1, rng.uniform(.45, .85), rng.uniform(.55, .9))
         img[body] = col[None] * (1 + 0.15 * smooth_noise(rng, S, S, 3)[body][:, None])
         ang, r = rng.uniform(0, 2 * np.pi), 0.55 * min(a, b)   # the part: half-way to the body's edge
-        py = int(np.clip(cy + r * np.sin(ang) - ps / 2, 0, S - ps)); px = int(np.clip(cx + r * np.cos(ang) - ps / 2, 0, S - ps))
-        img[py:py + ps, px:px + ps] = np.where(part_pattern(c, ps, period)[..., None], 0.95, 0.05)
-        obj = body.copy(); obj[py:py + ps, px:px + ps] = True
-        mask[obj] = c + 1; part[obj] = False; part[py:py + ps, px:px + ps] = True
-    labels = np.zeros(n_classes, np.float32); labels[np.unique(mask[mask > 0]) - 1] = 1
+        py = int(np.clip(cy + r * np.sin(ang) - ps / 2, y0, y0 + wh - ps))
+        px = int(np.clip(cx + r * np.cos(ang) - ps / 2, x0, x0 + ww - ps))
+        lite, dark = inks[c // 5]
+        img[py:py + ps, px:px + ps] = np.where(part_pattern(c, ps, period)[..., None], lite, dark)
+        obj = body.copy()
+        obj[py:py + ps, px:px + ps] = True
+        mask[obj] = c + 1
+        part[obj] = False
+        part[py:py + ps, px:px + ps] = True
+        if scale_range is not None: parts = [q & ~obj for q in parts] + [part & obj]
+    labels = np.zeros(n_classes, np.float32)
+    labels[np.unique(mask[mask > 0]) - 1] = 1
     mask[find_boundaries(mask, mode='thick')] = 255
     img = np.clip(img * 255 + rng.normal(0, noise_sd, img.shape), 0, 255).astype(np.uint8)
     return img, mask, labels, part
@@ -126,6 +201,17 @@ def _center_crop(a, h, w):
     y0, x0 = (a.shape[0] - h) // 2, (a.shape[1] - w) // 2
     return np.ascontiguousarray(a[y0:y0 + h, x0:x0 + w])
 
+# named variants of the generator: `synthetic_sample` arguments, and `sizes` for `SyntheticWSSS`
+SYNTH_VARIANTS = {'hard': dict(n_classes=20, max_objects=4, scale_range=(0.08, 0.7), clutter=3, textures=True,
+                               sizes=((64, 96), (96, 96), (120, 80), (80, 128)))}
+
+def synth_variant(variant:str|None, # a key of `SYNTH_VARIANTS`, or None/'' for the built-in set
+                 )->dict: # its parameters (a copy)
+    "The parameters of a named generator variant; `ValueError` naming the known ones."
+    if not variant: return {}
+    if variant not in SYNTH_VARIANTS: raise ValueError(f"unknown variant {variant!r}; known: {', '.join(SYNTH_VARIANTS)}")
+    return {k: (list(v) if k == 'sizes' else v) for k, v in SYNTH_VARIANTS[variant].items()}
+
 class SyntheticWSSS:
     "`n` synthetic images generated on demand: `image(i)`, `mask(i)`, `part(i)`, `labels` N×C, `ids`, `classes`."
     has_masks = True
@@ -134,19 +220,25 @@ class SyntheticWSSS:
                  seed:int=0, # dataset seed: use different seeds for train and held-out sets
                  start:int=0, # index of the first image
                  sizes=None, # optional list of (h, w): image i is `sizes[i % len(sizes)]`, cropped from a square scene
+                 variant:str|None=None, # 'hard': `SYNTH_VARIANTS['hard']` (its `sizes` unless `sizes` is given; `kwargs` override it)
                  **kwargs): # passed to `synthetic_sample`
         if n < 1: raise ValueError(f"a synthetic set needs at least one image, got n={n}")
-        nc = kwargs.get('n_classes', 5)
-        if not 1 <= nc <= 5: raise ValueError(f"n_classes must be in 1..5, got {nc}")
-        if sizes is not None: sizes = _check_sizes(sizes)
-        store_attr('n,size,seed,start,sizes')
-        self.kwargs, self.classes = kwargs, SYNTH_CLASSES[:nc]
+        for k, v, lo in (('size', size, 1), ('seed', seed, 0), ('start', start, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo: raise ValueError(f"{k} must be an integer ≥ {lo}, got {v!r}")
+        v = synth_variant(variant)
+        vs = v.pop('sizes', None)
+        kwargs = {**v, **kwargs}
+        classes = synth_classes(kwargs.get('n_classes', 5))   # checks n_classes
+        sizes = _check_sizes(sizes) if sizes is not None else (_check_sizes(vs) if vs else None)
+        store_attr('n,size,seed,start,sizes,variant')
+        self.kwargs, self.classes = kwargs, classes
         self.ids = [f'syn{seed}_{i:06d}' for i in range(start, start + n)]
         self._labels, self._arrays, self._last = None, None, (None, None)
     def __len__(self): return self.n
     def __repr__(self):
         sz = f'sizes={self.sizes}' if self.sizes else f'size={self.size}'
-        return f'SyntheticWSSS(n={self.n}, {sz}, seed={self.seed}, classes={self.classes})'
+        var = f', variant={self.variant!r}' if self.variant else ''
+        return f'SyntheticWSSS(n={self.n}, {sz}, seed={self.seed}{var}, classes={self.classes})'
 
 # %% ../nbs/00_data.ipynb #5a1414bb
 @patch
@@ -159,9 +251,10 @@ def sample(self:SyntheticWSSS, i:int): # image index, 0..n-1
     if self.sizes is None: s = synthetic_sample(j, size=self.size, seed=self.seed, **self.kwargs)
     else:
         h, w = self.sizes[i % len(self.sizes)]
-        img, m, _, part = synthetic_sample(j, size=max(h, w), seed=self.seed, **self.kwargs)
+        img, m, _, part = synthetic_sample(j, size=max(h, w), seed=self.seed, window=(h, w), **self.kwargs)
         img, m, part = (_center_crop(a, h, w) for a in (img, m, part))
-        v = np.unique(m); y = np.zeros(len(self.classes), np.float32)
+        v = np.unique(m)
+        y = np.zeros(len(self.classes), np.float32)
         y[v[(v > 0) & (v < 255)].astype(int) - 1] = 1   # labels of what the crop kept
         s = img, m, y, part
     self._last = (i, s)
@@ -256,7 +349,8 @@ class RandomScale(v2.Transform):
     "Rescale image and mask together by a factor drawn uniformly from `scale`."
     def __init__(self, scale=(0.7, 1.3)): super().__init__(); self.scale = scale
     def make_params(self, flat_inputs):
-        h, w = v2.query_size(flat_inputs); f = float(torch.empty(1).uniform_(*self.scale))
+        h, w = v2.query_size(flat_inputs)
+        f = float(torch.empty(1).uniform_(*self.scale))
         return dict(size=[max(1, round(h * f)), max(1, round(w * f))])
     def transform(self, inpt, params):
         if isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)): return TF.resize(inpt, params['size'])
@@ -292,7 +386,8 @@ class ArrayDataset(Dataset):
         if len(images) == 0: raise ValueError("ArrayDataset got no images")
         self.mean = mean_pixel(images) if mean is None else np.asarray(mean, np.float32)
         self.std = pixel_std(images, self.mean) if std is None else np.asarray(std, np.float32)
-        store_attr('images,labels,masks'); self.tfms = tfms or seg_transforms(self.mean, self.std)
+        store_attr('images,labels,masks')
+        self.tfms = tfms or seg_transforms(self.mean, self.std)
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
         img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1))
@@ -394,9 +489,12 @@ def synthetic_voc(root, # output folder
                   seed:int=0, # dataset seed
                   sizes=None, # optional list of (h, w) image sizes, cycled over the images
                   formats=('jpg',), # image formats cycled over the images, e.g. ('jpg', 'png')
+                  variant:str|None=None, # a generator variant, e.g. 'hard' (see `SYNTH_VARIANTS`)
                   **kwargs): # passed to `synthetic_sample`
     "Write the synthetic benchmark under `root` in VOC layout, with `train` and `val` splits, one image at a time."
-    ds = SyntheticWSSS(n_train + n_val, size=size, seed=seed, sizes=sizes, **kwargs)
+    for k, v in (('n_train', n_train), ('n_val', n_val)):   # checked before a file is written
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{k} must be an integer ≥ 1, got {v!r}")
+    ds = SyntheticWSSS(n_train + n_val, size=size, seed=seed, sizes=sizes, variant=variant, **kwargs)
     idx = range(len(ds))
     return write_voc(root, (ds.image(i) for i in idx), (ds.mask(i) for i in idx), ds.ids,
                      {'train': ds.ids[:n_train], 'val': ds.ids[n_train:]}, ds.classes, formats=formats)
@@ -449,19 +547,46 @@ def labels_from_names(names, # class names present in one image
 
 def labels_from_mask(mask, n_classes:int):
     "Multi-hot float32 vector of the classes 1..C present in a label map (0 and 255 skipped)."
-    v = np.unique(mask); v = v[(v > 0) & (v != 255)]
+    v = np.unique(mask)
+    v = v[(v > 0) & (v != 255)]
     if len(v) and v.max() > n_classes: raise ValueError(f"mask holds class {v.max()} but there are only {n_classes} classes")
-    y = np.zeros(n_classes, np.float32); y[v.astype(int) - 1] = 1
+    y = np.zeros(n_classes, np.float32)
+    y[v.astype(int) - 1] = 1
     return y
 
 # %% ../nbs/00_data.ipynb #610e9f83
 def read_split(path, # a split file: one image id per line (the first word of the line)
               )->list: # the ids
-    "Image ids of a split file, each checked to be a file name: `ValueError` naming the file and line."
-    ids = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip(): ids.append(check_id(line.split()[0], f'{path} line {n}'))
+    "Image ids of a split file, each a file name and listed once: `ValueError` naming the file and line(s)."
+    ids, seen = [], {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):   # \r\n and \r end a line too
+        if not line.strip(): continue
+        i = check_id(line.split()[0], f'{path} line {n}')
+        if i in seen: raise ValueError(f"{path} lists {i!r} twice, on lines {seen[i]} and {n}: each image must appear once")
+        seen[i] = n
+        ids.append(i)
     return ids
+
+def _check_classes(classes, where='classes'):
+    "Foreground class names ('background' dropped): none empty, none twice, at least one."
+    cs = [str(c).strip() for c in classes if str(c).strip() != 'background']
+    if not cs: raise ValueError(f"{where} names no foreground class")
+    if '' in cs: raise ValueError(f"{where} holds an empty class name (class {cs.index('')})")
+    if dup := sorted({c for c in cs if cs.count(c) > 1}): raise ValueError(f"{where} names class(es) {', '.join(map(repr, dup))} twice: class names must be distinct")
+    return tuple(cs)
+
+def read_class_names(path, # class_names.txt: one foreground class name per line ('background' is skipped)
+                    )->tuple: # the names
+    "Class names of a `class_names.txt`: an empty list or a name given twice is a `ValueError` naming the file and lines."
+    names, seen = [], {}
+    for n, l in enumerate(Path(path).read_text().splitlines(), 1):
+        c = l.strip()
+        if not c or c == 'background': continue
+        if c in seen: raise ValueError(f"{path} names class {c!r} twice, on lines {seen[c]} and {n}: class names must be distinct")
+        seen[c] = n
+        names.append(c)
+    if not names: raise ValueError(f"{path} names no class: write one foreground class name per line")
+    return tuple(names)
 
 def _voc_root(root):
     root = Path(root)
@@ -478,9 +603,11 @@ def _irn_key(k):
 
 def _pickle_refused(p):
     root = p.parent
-    return (f"{p} is a pickled dict, as IRN/PSA ship it. Unpickling a file can run any code it holds, so it is read only "
-            f"when you opt in: VOCWSSS(..., allow_pickle=True), or --allow_pickle on the command line, for a file you trust. "
-            f"Better, convert it once to a pickle-free array + ids form:\n"
+    return (f"{p} is a pickled dict, as IRN/PSA ship it. Unpickling a file can run any code it holds, so it is not read "
+            f"unless you opt in. Scoring needs only the masks: VOCWSSS(..., label_source='mask') never opens this file. "
+            f"For training labels from a file you trust: VOCWSSS(..., allow_pickle=True) (--allow_pickle on the command line), "
+            f"or convert it once to a pickle-free array + ids form; the conversion unpickles it too (runs any code it holds), "
+            f"so it is only for files you trust as well:\n"
             f"    python -c \"from aepsl.data import convert_cls_labels; convert_cls_labels('{root}')\"")
 
 def read_cls_labels(path, # a cls_labels.npy: a plain N×C array (with cls_labels_ids.txt beside it) or a pickled dict
@@ -500,7 +627,12 @@ def read_cls_labels(path, # a cls_labels.npy: a plain N×C array (with cls_label
     except (OSError, EOFError) as e: raise ValueError(f"cannot read {p}: {e}") from None
     f = p.with_name('cls_labels_ids.txt')
     if not f.is_file(): raise FileNotFoundError(f"{p} holds a plain {a.shape} array, but {f}, the id of each row (one per line), is missing")
-    ids = [l.strip() for l in f.read_text().splitlines() if l.strip()]
+    ids, seen = [], {}
+    for n, l in enumerate(f.read_text().splitlines(), 1):
+        if not (i := l.strip()): continue
+        if i in seen: raise ValueError(f"{f} lists {i!r} twice, on lines {seen[i]} and {n}: each id must appear once")
+        seen[i] = n
+        ids.append(i)
     if a.ndim != 2 or len(a) != len(ids): raise ValueError(f"{p} is a {a.shape} array but {f} lists {len(ids)} ids: expected one row per id")
     if not np.issubdtype(a.dtype, np.number) and a.dtype != bool: raise ValueError(f"{p} holds {a.dtype}, expected numbers")
     return dict(zip(ids, a.astype(np.float32)))
@@ -508,13 +640,15 @@ def read_cls_labels(path, # a cls_labels.npy: a plain N×C array (with cls_label
 def convert_cls_labels(root, # the VOC folder holding IRN/PSA's pickled cls_labels.npy (or a folder above VOCdevkit)
                       )->Path: # the new cls_labels.npy
     "Rewrite a pickled `cls_labels.npy` that you trust as a plain array + `cls_labels_ids.txt`; the original is kept as `cls_labels_pickled.npy`."
-    root = _voc_root(root); p = root / 'cls_labels.npy'
+    root = _voc_root(root)
+    p = root / 'cls_labels.npy'
     try: read_cls_labels(p); return p   # already pickle-free
     except ValueError as e:
         if 'pickled dict' not in str(e): raise
     d = read_cls_labels(p, allow_pickle=True)
     if len({v.shape for v in d.values()}) > 1: raise ValueError(f"{p}: label vectors of different lengths {sorted({v.shape for v in d.values()})}")
-    ids = list(d); a = np.stack([d[i] for i in ids]).astype(np.float32)
+    ids = list(d)
+    a = np.stack([d[i] for i in ids]).astype(np.float32)
     _check_01(a, ids, str(p))
     bak = root / 'cls_labels_pickled.npy'
     if not bak.exists(): atomic_write(bak, lambda t: shutil.copyfile(p, t), root)
@@ -540,8 +674,8 @@ class VOCWSSS(Dataset):
         self.ids = read_split(split_file)
         if not self.ids: raise ValueError(f"split file {split_file} lists no images")
         names_file = root / 'class_names.txt'
-        if classes is None: classes = [l.strip() for l in names_file.read_text().splitlines() if l.strip()] if names_file.is_file() else VOC_CLASSES
-        self.classes = tuple(c for c in classes if c != 'background')
+        if classes is None: classes = read_class_names(names_file) if names_file.is_file() else VOC_CLASSES
+        self.classes = _check_classes(classes)
         if mask_dir is None: mask_dir = 'SegmentationClassAug' if ('aug' in split or not (root / 'SegmentationClass').is_dir()) and (root / 'SegmentationClassAug').is_dir() else 'SegmentationClass'
         names = root / 'ImageSets' / 'Segmentation' / f'{split}_labels.txt'
         if label_source == 'auto': label_source = 'cls_labels' if (root / 'cls_labels.npy').is_file() else 'names' if names.is_file() else 'mask'
@@ -591,7 +725,10 @@ def labels(self:VOCWSSS):
 def _labels_from_names(self:VOCWSSS, f):
     rows = {}
     for n, l in enumerate(f.read_text().splitlines(), 1):
-        if l.strip(): rows[l.split()[0]] = (n, l.split()[1:])
+        if not l.strip(): continue
+        k = l.split()[0]
+        if k in rows: raise ValueError(f"{f} lists {k!r} twice, on lines {rows[k][0]} and {n}: give each image one line")
+        rows[k] = (n, l.split()[1:])
     out = np.zeros((len(self), len(self.classes)), np.float32)
     for k, i in enumerate(self.ids):
         if i not in rows: raise KeyError(f"{i!r} (from {self.split_file}) has no line in {f}")
@@ -617,33 +754,182 @@ def __getitem__(self:VOCWSSS, i):
     x, m = self.tfms(tv_tensors.Image(torch.from_numpy(img).permute(2, 0, 1)), tv_tensors.Mask(torch.from_numpy(m)))
     return x.as_subclass(torch.Tensor), torch.from_numpy(self.labels[i]), m.as_subclass(torch.Tensor).long()
 
+# %% ../nbs/00_data.ipynb #21364265
+def _open_check(path, what='image'):
+    "Open and decode `path` cheaply; `(format, mode, (w, h), EXIF orientation)`. A corrupt or truncated file is a `ValueError` naming it."
+    try:
+        with Image.open(path) as im:
+            fmt, mode, size = im.format, im.mode, im.size
+            if fmt == 'JPEG': im.draft('RGB', (max(1, size[0] // 8), max(1, size[1] // 8)))   # 1/8 scale: every byte read, little work
+            im.load()
+            orient = im.getexif().get(0x0112, 1)   # EXIF Orientation
+    except FileNotFoundError: raise FileNotFoundError(f"{what} file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot decode {what} {path}: {e}") from None
+    return fmt, mode, size, orient
+
+def scan_dataset(ds, # per-image dataset: `VOCWSSS` (its files are checked) or `SyntheticWSSS` (generated: nothing to check)
+                 name:str='', # 'training', 'held-out', ..., for messages
+                )->dict: # images scanned, seconds taken, EXIF-rotated files
+    "Check once, before any long work, that every image and mask exists and decodes and that their sizes agree."
+    t0, rotated = time.perf_counter(), []
+    if not hasattr(ds, 'image_path'): return dict(n=0, seconds=0., rotated=[])
+    the = f'the {name} set' if name else 'the data set'
+    for k in range(len(ds)):
+        ip = ds.image_path(k)   # FileNotFoundError naming the id and the paths tried
+        _, mode, (w, h), orient = _open_check(ip, f'image {ds.ids[k]!r} of {the}:')
+        if mode not in _TO_RGB + _16BIT: raise ValueError(f"image {ip} has PIL mode {mode!r}, which has no faithful 8-bit RGB conversion")
+        if orient != 1: rotated.append(str(ip))
+        if not getattr(ds, 'has_masks', False) or not hasattr(ds, 'mask_path'): continue
+        mp = ds.mask_path(k)
+        if not mp.is_file(): raise FileNotFoundError(f"{the} lists {ds.ids[k]!r} (image {ip}) but its mask {mp} does not exist")
+        m = _read_mask(mp, len(ds.classes))   # decoded in full: every value must be a class or 255
+        if m.shape != (h, w): raise ValueError(f"{the}, image {ds.ids[k]!r}: mask {mp} is {m.shape[1]}×{m.shape[0]} but image {ip} is {w}×{h}")
+    if rotated and not getattr(ds, '_exif_warned', False):
+        ds._exif_warned = True   # once per data set
+        warnings.warn(f"{len(rotated)} image(s) of {the} carry an EXIF orientation other than 1: {', '.join(rotated[:5])}"
+                      f"{', ...' if len(rotated) > 5 else ''}. They are read as stored, unrotated, which is how their masks are drawn; "
+                      "an image viewer shows them rotated relative to the masks")
+    return dict(n=len(ds), seconds=round(time.perf_counter() - t0, 3), rotated=rotated)
+
+def check_class_coverage(train_ds, # the training set
+                         other_ds, # a held-out or evaluation set with the same classes
+                         name:str='held-out', # `other_ds`'s name, for the message
+                        )->list: # classes in `other_ds` that no training image has
+    "Warn, naming them, about classes that appear in `other_ds` but in no training image: nothing can be learnt about them."
+    if tuple(train_ds.classes) != tuple(other_ds.classes):
+        raise ValueError(f"the training and {name} sets have different classes: {list(train_ds.classes)} vs {list(other_ds.classes)}")
+    nt, no = np.asarray(train_ds.labels).sum(0), np.asarray(other_ds.labels).sum(0)
+    miss = [c for c, t, o in zip(train_ds.classes, nt, no) if t == 0 and o > 0]
+    if miss: warnings.warn(f"class(es) {', '.join(map(repr, miss))} appear in the {name} set but in no training image: "
+                           "a classifier cannot learn them, and their scores will be near zero")
+    return miss
+
+def check_wsss_data(ds, # per-image dataset
+                    name:str): # 'training' / 'held-out', for messages
+    "Labels are an N×C 0/1 array, ids are names: checked before any training."
+    y = np.asarray(ds.labels)
+    if y.ndim != 2 or y.shape != (len(ds.ids), len(ds.classes)):
+        raise ValueError(f"the {name} set's labels have shape {y.shape}, expected ({len(ds.ids)}, {len(ds.classes)})")
+    if not np.isin(y, (0, 1)).all():
+        i = int(np.argwhere(~np.isin(y, (0, 1)))[0, 0])
+        raise ValueError(f"the {name} set's image-level labels must be 0/1; image {ds.ids[i]!r} has {y[i].tolist()}")
+    for i in ds.ids: check_id(i, f'the {name} set')
+
+# %% ../nbs/00_data.ipynb #35ffc945
+def _file_hash(path, cache:dict):
+    "blake2b of a file's bytes, kept in `cache` under (path, size, mtime, inode): an unchanged file is read once."
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in cache:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, 'rb') as f:
+            while b := f.read(1 << 20): h.update(b)
+        cache[key] = h.hexdigest()
+    return cache[key]
+
+def _content_hashes(ds):
+    "Hashes of the images' and masks' content: files' bytes, a generator's parameters, or (other data sets) the arrays."
+    if isinstance(ds, SyntheticWSSS):   # generated: its parameters fix every pixel
+        p = json.dumps(dict(n=ds.n, size=ds.size, seed=ds.seed, start=ds.start, sizes=ds.sizes, kwargs=ds.kwargs), sort_keys=True, default=str)
+        h = hashlib.blake2b(p.encode(), digest_size=16).hexdigest()
+        return dict(images=f'synthetic:{h}', masks=f'synthetic:{h}')
+    hi, hm = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
+    masks = getattr(ds, 'has_masks', False)
+    if hasattr(ds, 'image_path'):
+        cache = ds.__dict__.setdefault('_file_hashes', {})
+        for k, i in enumerate(ds.ids):
+            p = ds.image_path(k)
+            hi.update(f'{i}\0{p.name}\0{_file_hash(p, cache)}\n'.encode())
+            if masks:
+                q = ds.mask_path(k)
+                hm.update(f'{i}\0{_file_hash(q, cache) if q.is_file() else "missing"}\n'.encode())
+    elif hasattr(ds, 'image'):
+        for k in range(len(ds.ids)):
+            a = np.ascontiguousarray(ds.image(k))
+            hi.update(f'{a.shape}'.encode())
+            hi.update(a.tobytes())
+            if masks: a = np.ascontiguousarray(ds.mask(k)); hm.update(f'{a.shape}'.encode()); hm.update(a.tobytes())
+    else: return dict(images=None, masks=None)
+    return dict(images=hi.hexdigest(), masks=hm.hexdigest() if masks else None)
+
+def data_fingerprint(ds, # per-image dataset: `ids`, `classes`, `labels`, and `image_path` (files) or `image` (arrays)
+                     refresh:bool=False, # compute again (files whose size and mtime are unchanged are not re-read)
+                    )->dict: # n, classes, ids_labels, images, masks
+    "What identifies a data set for a run: its size, classes, and hashes of ids and labels and of the images' and masks' content."
+    fp = None if refresh else getattr(ds, '_fingerprint', None)
+    if fp is None:
+        h = hashlib.sha256('\n'.join(ds.ids).encode())
+        h.update(np.ascontiguousarray(np.asarray(ds.labels, np.float32)).tobytes())
+        fp = dict(n=len(ds.ids), classes=list(ds.classes), ids_labels=h.hexdigest()[:16], **_content_hashes(ds))
+        ds._fingerprint = fp   # kept: a run asks many times, and 10,000 images are read once
+    return {**fp, 'classes': list(fp['classes'])}
+
 # %% ../nbs/00_data.ipynb #65ae7925
 def _parse_sizes(s:str):
     "'64x96,96x96' -> [(64, 96), (96, 96)] (H×W)."
     try: return [tuple(int(v) for v in t.lower().split('x')) for t in s.split(',') if t.strip()]
     except ValueError: raise ValueError(f"sizes must look like 64x96,96x96 (H x W), got {s!r}") from None
 
+_ADDED = dict(variant=None)   # arguments added later: an earlier output without them was made with these values
+
+def _check_out(out, args:dict):
+    "`out` may be new, empty, or an earlier `aepsl_data` output made with the same `args`; anything else is refused."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()): return
+    for marker in ('aepsl_data.json', 'info.json'):   # info.json: written last by earlier versions
+        try: old = json.loads((out / marker).read_text())
+        except (OSError, ValueError): continue
+        if not isinstance(old, dict): continue
+        old = {**{k: v for k, v in _ADDED.items() if k in args}, **old}
+        if not set(args) <= set(old): continue
+        if (old := {k: old[k] for k in args}) == args: return
+        diff = ', '.join(f"{k}={old[k]!r} (now {args[k]!r})" for k in args if old[k] != args[k])
+        raise ValueError(f"{out} holds an aepsl_data set made with other arguments: {diff}. Writing into it would mix "
+                         "two sets: choose another --out, or delete that folder first")
+    raise ValueError(f"{out} is not empty and was not written by aepsl_data (it has no aepsl_data.json): refusing to "
+                     "overwrite its split lists and class names. Choose a new or empty folder for --out")
+
 @call_parse
-def main_synthetic(out:str='data/synth', # output folder
+def main_synthetic(out:str='data/synth', # output folder: new, empty, or written by aepsl_data with the same arguments
                    n_train:int=800, # training images
                    n_val:int=200, # held-out images
                    size:int=96, # image side in pixels
                    seed:int=0, # dataset seed
                    sizes:str='', # mixed image sizes, H x W, comma-separated, e.g. 64x96,96x96,120x80 (empty: all size x size)
                    formats:str='jpg', # image formats cycled over the images, comma-separated: jpg, png
+                   variant:str='', # generator variant: 'hard' (20 classes, 1-4 objects at 8-70 % of the side, clutter, mixed sizes); empty: the built-in set
                   ):
     "Console script `aepsl_data`: write the synthetic benchmark in VOC layout, with a preview figure and info.json."
+    bad = [f"--{k} {v} must be an integer ≥ {lo}" for k, v, lo in (('n_train', n_train, 1), ('n_val', n_val, 1), ('size', size, 1), ('seed', seed, 0))
+           if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo]
     fmts = [f.strip() for f in formats.split(',') if f.strip()]
-    root = synthetic_voc(out, n_train, n_val, size, seed, sizes=_parse_sizes(sizes) if sizes else None, formats=fmts)
+    if not fmts: bad.append(f"--formats {formats!r} names no format; known: {', '.join(IMAGE_FORMATS)}")
+    for f in fmts:
+        try: _image_format(f)
+        except ValueError as e: bad.append(f"--formats: {e}")
+    try: sz = _check_sizes(_parse_sizes(sizes)) if sizes.strip() else None
+    except ValueError as e: bad.append(f"--sizes: {e}")
+    try: synth_variant(variant)
+    except ValueError as e: bad.append(f"--variant: {e}")
+    if bad: raise ValueError('; '.join(bad))   # before any file is written
+    args = dict(n_train=n_train, n_val=n_val, size=size, seed=seed, sizes=sizes or None, formats=fmts, variant=variant or None)
+    _check_out(out, args)
+    write_json(Path(out) / 'aepsl_data.json', args)
+    root = synthetic_voc(out, n_train, n_val, size, seed, sizes=sz, formats=fmts, variant=variant or None)
     ds = VOCWSSS(root, 'train')
     import matplotlib.pyplot as plt
     from aepsl.viz import colorize, show_grid
     k = min(8, len(ds))
     fig = show_grid([ds.image(i) for i in range(k)] + [colorize(ds.mask(i)) for i in range(k)],
-                    titles=[', '.join(np.array(ds.classes)[ds.labels[i] > 0]) for i in range(k)] + [''] * k, ncols=k)
+                    titles=['\n'.join(np.array(ds.classes)[ds.labels[i] > 0]) for i in range(k)] + [''] * k, ncols=k)
     atomic_write(root / 'preview.png', lambda f: fig.savefig(f, format='png', dpi=80, bbox_inches='tight'), root)
     plt.close(fig)
-    info = dict(root=str(root), n_train=n_train, n_val=n_val, size=size, seed=seed, sizes=sizes or None, formats=fmts,
-                classes=list(ds.classes), class_frequency=dict(zip(ds.classes, ds.labels.mean(0).round(3).tolist())))
+    gen = SyntheticWSSS(1, size, seed, sizes=sz, variant=variant or None)   # the generator's parameters, as used
+    params = dict(size=size, sizes=[list(s) for s in gen.sizes] if gen.sizes else None, **gen.kwargs)
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    info = dict(root=str(root), **args, variant_params=params, classes=list(ds.classes),
+                class_frequency=dict(zip(ds.classes, ds.labels.mean(0).round(3).tolist())))
     write_json(root / 'info.json', info, root)
     print(json.dumps(info, indent=1))

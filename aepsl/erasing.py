@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_erasing.ipynb #84fda185
 from __future__ import annotations
-import json, time, hashlib, warnings
+import json, math, time, warnings
 from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -14,15 +14,14 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from .data import mean_pixel, pixel_std, seg_transforms, IMAGENET_MEAN, IMAGENET_STD
 from .metrics import SegMetric
-from .runs import Stage, RunFolder, save_arrays, load_arrays, write_json, read_json, check_id
+from .runs import Stage, RunFolder, RUNTIME_KEYS, save_arrays, load_arrays, write_json, Registry
 from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed
-from .cam import cam_batches, normalize_cams, eval_mode
+from .cam import normalize_cams, eval_mode
 
 # %% auto #0
-__all__ = ['PRESETS', 'mine_regions', 'erase_regions', 'regions_to_label_map', 'region_quality', 'save_regions', 'load_regions',
-           'ErasedDataset', 'erasing_config', 'make_classifier', 'data_fingerprint', 'check_wsss_data',
-           'AdversarialErasing', 'HideAndSeek', 'ACoL', 'acol_loss', 'acol_cam', 'fit_acol', 'acol_regions',
-           'aepsl_erase']
+__all__ = ['PRESETS', 'ARCHS', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions', 'regions_to_label_map', 'region_quality',
+           'save_regions', 'load_regions', 'ErasedDataset', 'erasing_config', 'make_classifier', 'AdversarialErasing',
+           'HideAndSeek', 'ACoL', 'acol_loss', 'acol_cam', 'fit_acol', 'HideAndSeekMiner', 'ACoLMiner', 'aepsl_erase']
 
 # %% ../nbs/04_erasing.ipynb #ee25732d
 def mine_regions(cams, # B×C×H×W CAMs in [0, 1] (absent classes 0)
@@ -147,49 +146,90 @@ def erasing_config(preset:str='cpu', # 'cpu' or 'voc'
     for k, v in overrides.items():
         if k not in cfg: raise ValueError(f"unknown setting {k!r}; settings are {', '.join(cfg)}")
         if v is not None: cfg[k] = v
+    if cfg['arch'] == 'small' and overrides.get('weights') is None: cfg['weights'] = None   # the preset's weights are for its own arch
     _check_config(cfg)
     return cfg
 
+# %% ../nbs/04_erasing.ipynb #43c80bcf
+def _int(v, lo:int)->bool:
+    "`v` is an integer (not a bool) ≥ `lo`."
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= lo
+
+def _num(v)->bool:
+    "`v` is a finite real number (not a bool)."
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+def _rgb(v)->bool:
+    "`v` is three finite grey levels in [0, 255]."
+    if isinstance(v, str): return False
+    try: a = np.asarray(v, np.float64)
+    except (TypeError, ValueError): return False
+    return a.shape == (3,) and bool(np.isfinite(a).all() and ((a >= 0) & (a <= 255)).all())
+
+ARCHS = ('small', 'vgg16_largefov', 'resnet50', 'lite0')
+
 def _check_config(c):
+    "Refuse (`ValueError` naming each bad setting and its value) a config that cannot run."
     bad = []
-    if not 0 < c['delta'] < 1: bad.append(f"delta={c['delta']} must lie in (0, 1): CAMs are normalised to max 1")
-    if not (isinstance(c['epochs'], int) and c['epochs'] >= 1): bad.append(f"epochs={c['epochs']} must be an integer ≥ 1")
-    if not (isinstance(c['max_steps'], int) and c['max_steps'] >= 1): bad.append(f"max_steps={c['max_steps']} must be an integer ≥ 1")
-    if not 0 < c['rho'] <= 1: bad.append(f"rho={c['rho']} must lie in (0, 1]")
-    if c['patience'] is not None and c['patience'] < 1: bad.append(f"patience={c['patience']} must be ≥ 1 (or None)")
-    if c['arch'] not in ('small', 'vgg16_largefov', 'resnet50'): bad.append(f"arch={c['arch']!r}: use small, vgg16_largefov or resnet50")
+    if not (_num(c['delta']) and 0 < c['delta'] < 1): bad.append(f"delta={c['delta']} must lie in (0, 1): CAMs are normalised to max 1")
+    if not (_num(c['rho']) and 0 < c['rho'] <= 1): bad.append(f"rho={c['rho']} must lie in (0, 1]")
+    if c['min_map'] is not None and not (_num(c['min_map']) and 0 <= c['min_map'] <= 1):
+        bad.append(f"min_map={c['min_map']} must lie in [0, 1] (an mAP) or be None")
+    for k in ('epochs', 'max_steps', 'bs', 'crop_size', 'cam_bs'):
+        if not _int(c[k], 1): bad.append(f"{k}={c[k]!r} must be an integer ≥ 1")
+    if not _int(c['num_workers'], 0): bad.append(f"num_workers={c['num_workers']!r} must be an integer ≥ 0")
+    if c['patience'] is not None and not _int(c['patience'], 1): bad.append(f"patience={c['patience']!r} must be an integer ≥ 1 (or None)")
+    if c['lr'] is not None and not (_num(c['lr']) and c['lr'] > 0): bad.append(f"lr={c['lr']} must be a finite number > 0 (or None: the recipe's)")
+    s = c['scale']
+    if not (isinstance(s, (tuple, list)) and len(s) == 2 and all(_num(v) and v > 0 for v in s) and s[0] <= s[1]):
+        bad.append(f"scale={s!r} must be two positive numbers (low, high) with low ≤ high")
+    cs = c['cam_scales']
+    if not (isinstance(cs, (tuple, list)) and len(cs) > 0 and all(_num(v) and v > 0 for v in cs)):
+        bad.append(f"cam_scales={cs!r} must be a non-empty list of positive numbers")
+    if not isinstance(c['cam_flip'], (bool, np.bool_)): bad.append(f"cam_flip={c['cam_flip']!r} must be True or False")
+    f = c['fill']
+    if not (f in ('mean', 'zero', 'noise') if isinstance(f, str) else _rgb(f)):
+        bad.append(f"fill={f!r}: use 'mean', 'zero', 'noise' or an RGB triple in [0, 255]")
+    m = c['mean']
+    if not (m in ('dataset', 'imagenet', 'model') if isinstance(m, str) else _rgb(m)):
+        bad.append(f"mean={m!r}: use 'dataset', 'imagenet', 'model' or an RGB triple in [0, 255]")
+    if c['arch'] not in ARCHS: bad.append(f"arch={c['arch']!r}: use {', '.join(ARCHS)}")
+    w = c['weights']
+    if w not in (None, 'none'):
+        if c['arch'] == 'small': bad.append(f"weights={w!r}: arch 'small' has no pretrained weights (use weights=None)")
+        elif not isinstance(w, (str, Path)): bad.append(f"weights={w!r}: use 'imagenet', 'none' or a state-dict file")
+        elif w != 'imagenet' and not Path(w).is_file(): bad.append(f"weights={str(w)!r}: no such file (use 'imagenet', 'none' or a state-dict file)")
     if bad: raise ValueError('; '.join(bad))
 
 # %% ../nbs/04_erasing.ipynb #f322feb3
-def make_classifier(arch:str, # 'small', 'vgg16_largefov' or 'resnet50'
+CLASSIFIERS = Registry('classifier arch')   # name -> `factory(n_classes, weights)`: a fresh `CAMClassifier`
+
+@CLASSIFIERS.register('small')
+def _small(n_classes, weights=None):
+    from aepsl.models import small_cnn
+    return small_cnn(n_classes)
+@CLASSIFIERS.register('vgg16_largefov')
+def _vgg(n_classes, weights=None):
+    from aepsl.models import vgg16_largefov
+    return vgg16_largefov(n_classes, weights=weights)
+@CLASSIFIERS.register('resnet50')
+def _resnet(n_classes, weights=None):
+    from aepsl.models import resnet50_cam
+    return resnet50_cam(n_classes, weights=weights)
+@CLASSIFIERS.register('lite0')   # ImageNet weights from a pip package
+def _lite0(n_classes, weights=None):
+    from aepsl.models import lite0_cam
+    return lite0_cam(n_classes, weights=weights)
+
+def make_classifier(arch:str, # a name in `CLASSIFIERS`: 'small', 'vgg16_largefov', 'resnet50' or 'lite0'
                     n_classes:int, # C
                     weights=None, # 'imagenet', a state-dict file, or None / 'none' (random initialisation)
                    ):
     "A fresh CAM classifier of the named architecture."
-    from aepsl import models
-    if weights == 'none': weights = None
-    if arch == 'small': return models.small_cnn(n_classes)
-    if arch == 'vgg16_largefov': return models.vgg16_largefov(n_classes, weights=weights)
-    if arch == 'resnet50': return models.resnet50_cam(n_classes, weights=weights)
-    raise ValueError(f"unknown arch {arch!r}: use small, vgg16_largefov or resnet50")
+    return CLASSIFIERS(arch, n_classes, weights=None if weights == 'none' else weights)
 
 # %% ../nbs/04_erasing.ipynb #66660dbd
-def data_fingerprint(ds)->dict:
-    "What identifies a data set for a run: number of images, classes, and a hash of its ids and labels."
-    h = hashlib.sha256('\n'.join(ds.ids).encode())
-    h.update(np.ascontiguousarray(np.asarray(ds.labels, np.float32)).tobytes())
-    return dict(n=len(ds.ids), classes=list(ds.classes), ids_labels=h.hexdigest()[:16])
-
-def check_wsss_data(ds, # per-image dataset
-                    name:str): # 'training' / 'held-out', for messages
-    "Labels are an N×C 0/1 array, ids are names: checked before any training."
-    y = np.asarray(ds.labels)
-    if y.ndim != 2 or y.shape != (len(ds.ids), len(ds.classes)):
-        raise ValueError(f"the {name} set's labels have shape {y.shape}, expected ({len(ds.ids)}, {len(ds.classes)})")
-    if not np.isin(y, (0, 1)).all():
-        i = int(np.argwhere(~np.isin(y, (0, 1)))[0, 0])
-        raise ValueError(f"the {name} set's image-level labels must be 0/1; image {ds.ids[i]!r} has {y[i].tolist()}")
-    for i in ds.ids: check_id(i, f'the {name} set')
+from .data import data_fingerprint, check_wsss_data, scan_dataset
 
 # %% ../nbs/04_erasing.ipynb #7f26eb06
 class AdversarialErasing:
@@ -205,6 +245,7 @@ class AdversarialErasing:
                  progress:bool=False, # progress bars
                  **settings): # any key of the preset: delta, max_steps, rho, epochs, patience, crop_size, ...
         self.cfg = erasing_config(preset, **settings)
+        if not _int(seed, 0): raise ValueError(f"seed={seed!r} must be an integer ≥ 0")
         store_attr('train_ds,holdout_ds,seed,device,progress')
         if out is None:
             import tempfile
@@ -224,23 +265,32 @@ class AdversarialErasing:
         self.n_classes = len(train_ds.classes)
         self.make_model = make_model or partial(make_classifier, self.cfg['arch'], weights=self.cfg['weights'])
         self.model_name = model_name or (getattr(make_model, '__qualname__', repr(make_model)) if make_model else self.cfg['arch'])
-        self.steps, self._stats = [], None
+        self.steps, self._stats, self._fps = [], None, None
 
 # %% ../nbs/04_erasing.ipynb #11706ee3
 @patch
+def fingerprints(self:AdversarialErasing)->tuple:
+    "`data_fingerprint` of the (training, held-out) sets, computed once: every step's config and the run's hold them."
+    if self._fps is None: self._fps = data_fingerprint(self.train_ds), data_fingerprint(self.holdout_ds)
+    return self._fps
+
+@patch
 def stats(self:AdversarialErasing)->tuple:
-    "(mean, std) pixel in grey levels: ImageNet's, given, or measured once on the training set (cached in the run folder)."
+    "(mean, std) pixel in grey levels: ImageNet's, the network's own, given, or measured once on the training set (cached in the run folder)."
     if self._stats is not None: return self._stats
     m = self.cfg['mean']
     if m == 'imagenet': self._stats = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
     elif m == 'dataset':
-        st = Stage(self.out / 'stats', dict(data=data_fingerprint(self.train_ds)), 'stats').check()
+        st = Stage(self.out / 'stats', dict(data=self.fingerprints()[0]), 'stats').check()
         if not st.done and _rank_world()[0] == 0:
             mean = mean_pixel(self.train_ds)
             st.begin().finish(mean=mean.tolist(), std=pixel_std(self.train_ds, mean).tolist())
         _barrier()
         r = st.record
         self._stats = np.array(r['mean'], np.float32), np.array(r['std'], np.float32)
+    elif m == 'model':   # the statistics the network's pretrained weights expect (its recipe's; else ImageNet's)
+        r = self.make_model(self.n_classes).recipe
+        self._stats = np.array(r.get('mean', IMAGENET_MEAN), np.float32), np.array(r.get('std', IMAGENET_STD), np.float32)
     else: self._stats = np.asarray(m, np.float32), np.asarray(IMAGENET_STD, np.float32)
     return self._stats
 
@@ -249,7 +299,8 @@ def step_config(self:AdversarialErasing, t:int)->dict:
     "What step t's classifier and regions depend on: data, settings, seed, and step t-1's config."
     keys = ('arch', 'weights', 'crop_size', 'scale', 'epochs', 'patience', 'bs', 'lr', 'delta', 'fill', 'mean', 'cam_scales', 'cam_flip')
     c = dict({k: self.cfg[k] for k in keys}, model=self.model_name, seed=self.seed + t, step=t,
-             data=data_fingerprint(self.train_ds), holdout=data_fingerprint(self.holdout_ds))
+             data=self.fingerprints()[0], holdout=self.fingerprints()[1])
+    if self.method != 'ae': c['miner'] = self.method   # AE's identity stays what it was
     if t > 1: c['previous'] = Stage(self.out / 'mined' / f'step{t - 1}', self.step_config(t - 1)).hash
     return c
 
@@ -266,6 +317,18 @@ def datasets(self:AdversarialErasing, t:int, train_tfms:bool=True)->tuple:
     tf = seg_transforms(mean, std, crop_size=c['crop_size'], scale=c['scale'], flip=True) if train_tfms else None
     mk = lambda ds, split, tf: ErasedDataset(ds, self.region_dirs(t, split), mean, std, c['fill'], tf, seed=self.seed + t)
     return mk(self.train_ds, 'train', tf), mk(self.holdout_ds, 'holdout', None)
+
+# %% ../nbs/04_erasing.ipynb #a436a8c7
+@patch
+def train_data(self:AdversarialErasing, ds, t:int): return ds   # AE: step t's erased images as they are
+@patch
+def loss(self:AdversarialErasing, model): return None             # AE: the classifier's BCE
+@patch
+def cam(self:AdversarialErasing, model, x, y)->torch.Tensor:
+    "The localisation maps the miner thresholds at δ: B×C×H×W in [0, 1]."
+    from aepsl.cam import multiscale_cam
+    return multiscale_cam(model, x, y, scales=self.cfg['cam_scales'], flip=self.cfg['cam_flip'])
+AdversarialErasing.method = 'ae'
 
 # %% ../nbs/04_erasing.ipynb #812c96b6
 def _rank_world():
@@ -299,37 +362,59 @@ def mine(self:AdversarialErasing, model, ds, folder):
         for k, it in enumerate(items): groups.setdefault(tuple(it[0].shape), []).append(k)
         for ks in groups.values():
             x, y = torch.stack([items[k][0] for k in ks]), torch.stack([items[k][1] for k in ks])
-            cams = multiscale_cam(model, x, y, scales=c['cam_scales'], flip=c['cam_flip']).cpu().numpy()
+            cams = self.cam(model, x, y).cpu().numpy()
             for k, cam in zip(ks, cams):
                 i = todo[j + k]
+                if not np.isfinite(cam).all():
+                    raise FloatingPointError(f"the CAM of image {ds.ids[i]!r} is not finite (mining into {folder}): the classifier's "
+                                             f"outputs are NaN or infinite, so its regions would be empty; lower the learning rate "
+                                             f"or check the data, then delete {folder.parent} to redo the step")
                 save_regions(folder / f'{ds.ids[i]}.npz', mine_regions(cam[None], ds.labels[i][None], c['delta'])[0], ds.labels[i])
         j += len(items)
+
+def _check_finite(t:int, mAP, loss, *folders):
+    "Refuse a step whose held-out mAP (the stopping rule's input) or training loss is not a finite number."
+    for name, v in (('held-out mAP', mAP), ('training loss', loss)):
+        if v is None or not math.isfinite(v):
+            raise FloatingPointError(f"step {t}: the classifier's {name} is {v}, not a finite number: training diverged "
+                                     f"(lower the learning rate) or the data hold NaN; the stopping rule cannot compare it. "
+                                     f"Delete {' and '.join(map(str, folders))} to redo the step")
+
+@patch
+def cls_stage(self:AdversarialErasing, t:int)->Stage:
+    "Step t's classifier folder `cls/step<t>` as a checked `Stage` with the step's config: a training checkpoint made with other settings is refused, never resumed."
+    return Stage(self.out / 'cls' / f'step{t}', self.step_config(t), f'cls/step{t}').check()
 
 @patch
 def train_step(self:AdversarialErasing, t:int, st:Stage)->dict:
     "Train $M_t$ on $I_t$ (resuming a killed training), mine its regions on training and held-out images; returns the record."
     rank = _rank_world()[0]
-    if rank == 0: st.begin()
+    cst = self.cls_stage(t)
+    if rank == 0:
+        st.begin()
+        cst.begin()
     _barrier()
-    c, cdir = self.cfg, self.out / 'cls' / f'step{t}'
+    c, cdir = self.cfg, cst.folder
     t0 = time.time()
     set_seed(self.seed + t)
     model = self.make_model(self.n_classes)                 # same initialisation whether resumed or not
     trn, hold = self.datasets(t)
-    hist = fit_classifier(model, trn, hold, epochs=c['epochs'], bs=c['bs'], lr=c['lr'], flip=False, seed=self.seed + t,
+    hist = fit_classifier(model, self.train_data(trn, t), hold, loss_fn=self.loss(model), epochs=c['epochs'], bs=c['bs'], lr=c['lr'], flip=False, seed=self.seed + t,
                           num_workers=c['num_workers'], patience=c['patience'], device=self.device, progress=self.progress,
                           valid_bs=2 * c['bs'] if _fixed_size(hold) else 1, ckpt=cdir / 'train.pt', resume=True)
     model = getattr(model, 'module', model)
+    best = hist[-1].get('restored_best_epoch', hist[-1]['epoch'])
+    row = next(h for h in hist if h['epoch'] == best)
+    _check_finite(t, row['mAP'], row['train_loss'], st.folder, cdir)   # before anything of this classifier is kept or mined
     if rank == 0:
         save_checkpoint(cdir / 'model.pt', model)
         write_json(cdir / 'history.json', hist)
+        cst.finish(best_epoch=best)
     t1 = time.time()
     for ds, split in ((trn, 'train'), (hold, 'holdout')):
         ds.tfms = seg_transforms(*self.stats())               # CAMs at native size, no augmentation
         self.mine(model, ds, st.folder / split)
     _barrier()                                               # every rank's share written before the marker
-    best = hist[-1].get('restored_best_epoch', hist[-1]['epoch'])
-    row = next(h for h in hist if h['epoch'] == best)
     rec = dict(step=t, holdout_mAP=row['mAP'], train_loss=row['train_loss'], epochs_trained=len(hist), best_epoch=best,
            train_time=round(t1 - t0, 2), mine_time=round(time.time() - t1, 2))
     if rank == 0: st.finish(**rec)
@@ -345,11 +430,13 @@ def run(self:AdversarialErasing, max_steps:int=None, # override the cap for this
     max_steps = self.cfg['max_steps'] if max_steps is None else max_steps
     rho = self.cfg['rho'] if rho is None else rho
     min_map = self.cfg['min_map'] if min_map is None else min_map
+    _check_config(dict(self.cfg, max_steps=max_steps, rho=rho, min_map=min_map))   # this call's overrides too
     self.steps = []
     for t in range(1, max_steps + 1):
         st = Stage(self.out / 'mined' / f'step{t}', self.step_config(t), f'mined/step{t}').check()
         if st.done: rec = dict(st.record, resumed=True)
         else: rec = dict(self.train_step(t, st), resumed=False)
+        _check_finite(t, rec['holdout_mAP'], rec['train_loss'], st.folder, self.out / 'cls' / f'step{t}')
         first = rec['holdout_mAP'] if t == 1 else self.steps[0]['holdout_mAP']
         rec['mAP_ratio'] = rec['holdout_mAP'] / first if first else None
         rec['success'] = (t == 1 or rec['holdout_mAP'] >= rho * first) and (min_map is None or rec['holdout_mAP'] >= min_map)
@@ -427,7 +514,7 @@ def write_pseudo_objects(self:AdversarialErasing, folder=None,
 def load_model(self:AdversarialErasing, t:int):
     "Classifier $M_t$ read back from the run folder."
     m = self.make_model(self.n_classes)
-    load_checkpoint(self.out / 'cls' / f'step{t}' / 'model.pt', m)
+    load_checkpoint(self.cls_stage(t).folder / 'model.pt', m)
     return m.eval()
 
 @patch
@@ -468,9 +555,9 @@ class HideAndSeek(Dataset):
     def __init__(self, ds, # dataset of normalised images
                  grid_sizes=(0, 1/14, 1/7, 1/5, 1/4), # patch sides as fractions of the image side (0: no hiding)
                  p:float=0.5, # probability that a patch is hidden
-                 seed:int=0): # random seed
+                 seed:int|None=0): # random seed; None: torch's generator (`aepsl.train.seeded_loader` seeds it per sample)
         self.ds, self.grid_sizes, self.p = ds, grid_sizes, p
-        self.g = torch.Generator().manual_seed(seed)
+        self.g = None if seed is None else torch.Generator().manual_seed(seed)
     def __len__(self): return len(self.ds)
     def __getitem__(self, i):
         x, *rest = self.ds[i]
@@ -533,14 +620,27 @@ def fit_acol(model:ACoL, # an `ACoL` network
     "Train ACoL's two heads together with the shared classifier loop."
     return fit_classifier(model, train_ds, valid_ds, loss_fn=acol_loss(model), **kwargs)
 
-def acol_regions(model:ACoL, ds, labels, delta:float=0.5, bs:int=64):
-    "Mined regions (bool N×C×H×W) of an ACoL network on dataset `ds` with its image-level `labels`."
-    out = []
-    for i in range(0, len(ds), bs):
-        items = [ds[j] for j in range(i, min(i + bs, len(ds)))]
-        x, y = torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
-        out.append(acol_cam(model, x, y).numpy())
-    return mine_regions(np.concatenate(out), labels, delta)
+class HideAndSeekMiner(AdversarialErasing):
+    "Hide-and-Seek as a miner: one classifier trained on images with random patches hidden; its CAM regions above δ."
+    method = 'has'
+    def __init__(self, *args, **settings): super().__init__(*args, **dict(settings, max_steps=1))
+    def train_data(self, ds, t): return HideAndSeek(ds, seed=None)   # drawn per sample: any worker count, exact resume
+
+class ACoLMiner(AdversarialErasing):
+    "ACoL as a miner: one two-head network erasing on its features; the maximum of both heads' maps above δ."
+    method = 'acol'
+    def __init__(self, *args, **settings):
+        super().__init__(*args, **dict(settings, max_steps=1))
+        base = self.make_model
+        def make(n):
+            m = base(n)
+            return ACoL(m.features, m.classifier.in_features, n, self.cfg['delta'])
+        self.make_model = make
+    def loss(self, model): return acol_loss(getattr(model, 'module', model))
+    def cam(self, model, x, y): return acol_cam(model, x, y)
+
+MINERS = Registry('miner')   # name -> class: AdversarialErasing's constructor and interface
+for _n, _m in (('ae', AdversarialErasing), ('has', HideAndSeekMiner), ('acol', ACoLMiner)): MINERS.register(_n, _m)
 
 # %% ../nbs/04_erasing.ipynb #0ae036e6
 def _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed, allow_pickle):
@@ -551,11 +651,24 @@ def _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed,
     kw = dict(allow_pickle=allow_pickle) if allow_pickle else {}
     return VOCWSSS(data, train_split, **kw), VOCWSSS(data, holdout_split, **kw)
 
+def _check_cli(cfg, data, seed, n_train, n_holdout, size):
+    "The command line's own settings, refused (naming each) before any data is read or the run folder made."
+    bad = []
+    if not _int(seed, 0): bad.append(f"seed={seed!r} must be an integer ≥ 0")
+    if data is None:
+        for k, v in (('n_train', n_train), ('n_holdout', n_holdout), ('size', size)):
+            if not _int(v, 1): bad.append(f"{k}={v!r} must be an integer ≥ 1")
+        if _int(size, 1) and size < cfg['crop_size']:
+            bad.append(f"size={size} is smaller than crop_size={cfg['crop_size']}: the training crops would be mostly padding; "
+                       f"raise --size or lower --crop_size")
+    elif not Path(data).is_dir(): bad.append(f"data={str(data)!r} is not a folder")
+    if bad: raise ValueError('; '.join(bad))
+
 @call_parse
 def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes it
                 data:str=None, # VOC-layout folder; default: the built-in synthetic benchmark
                 config:str='cpu', # preset: 'cpu' (small CNN, minutes on a CPU) or 'voc' (VGG-16 LargeFOV at 321 px, GPU)
-                arch:str=None, # classifier: small, vgg16_largefov or resnet50 (default: the preset's)
+                arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0 (default: the preset's)
                 weights:str=None, # 'imagenet' (torchvision's, fetched to the torch hub cache on first use), a .pth file, or 'none'
                 train_split:str='train', # split whose images are mined
                 holdout_split:str='val', # split of held-out images for the stopping rule
@@ -580,15 +693,19 @@ def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes 
     settings = dict(arch=arch, weights=weights, delta=delta, max_steps=max_steps,
                     rho=rho, min_map=min_map, epochs=epochs, patience=patience, bs=bs, lr=lr, crop_size=crop_size,
                     num_workers=num_workers)
-    cfg = erasing_config(config, **settings)               # checked before anything is read or trained
+    cfg = erasing_config(config, **settings)               # checked before anything is read, trained or written
+    _check_cli(cfg, data, seed, n_train, n_holdout, size)
     trn, hold = _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed, allow_pickle)
-    run = RunFolder(out, dict(cfg, preset=config, data=str(data) if data else 'synthetic', train_split=train_split,
+    ae = AdversarialErasing(trn, hold, out, preset=config, seed=seed, device=device, progress=progress,
+                            **{k: v for k, v in cfg.items() if k in settings and settings[k] is not None})   # checks the data
+    for ds, name in ((trn, 'training'), (hold, 'held-out')): scan_dataset(ds, name)   # every image and mask decodes, sizes agree
+    fp_train, fp_hold = ae.fingerprints()
+    run = RunFolder(out, dict(cfg, preset=config, data=str(Path(data).resolve()) if data else 'synthetic',
+                              data_fingerprint=dict(train=fp_train, holdout=fp_hold), train_split=train_split,
                               holdout_split=holdout_split, n_train=len(trn.ids), n_holdout=len(hold.ids),
                               size=size if data is None else None, seed=seed, classes=list(trn.classes), device=device,
-                              allow_pickle=allow_pickle))
+                              allow_pickle=allow_pickle), RUNTIME_KEYS + ('data',))
     run.log.info(f'{len(trn.ids)} training and {len(hold.ids)} held-out images, {len(trn.classes)} classes; run folder {out}')
-    ae = AdversarialErasing(trn, hold, out, preset=config, seed=seed, device=device, progress=progress,
-                            **{k: v for k, v in cfg.items() if k in settings and settings[k] is not None})
     steps = ae.run()
     quality = ae.evaluate() if getattr(trn, 'has_masks', True) else [{}] * len(steps)
     report = [dict(step=s['step'], holdout_mAP=round(s['holdout_mAP'], 4), mAP_ratio=round(s['mAP_ratio'], 3),

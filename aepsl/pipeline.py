@@ -4,149 +4,42 @@
 
 # %% ../nbs/09_pipeline.ipynb #bb4aafcf
 from __future__ import annotations
-import os, sys, json, time, logging
+import sys, time, logging
 from pathlib import Path
-from contextlib import contextmanager
 import numpy as np, torch
+from fastcore.basics import patch
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
-from .runs import RunFolder, Stage, RUNTIME_KEYS, write_json, read_json, atomic_write
-from .train import init_distributed, rank_world, barrier, shard, is_distributed, _is_main, save_checkpoint, set_seed
-from .data import VOCWSSS, synthetic_voc
-from .erasing import AdversarialErasing, erasing_config, regions_to_label_map, data_fingerprint, PRESETS as AE_PRESETS
-from .metrics import SegMetric
+from .runs import RunFolder, Stage, RUNTIME_KEYS, write_json, read_json, read_marker, atomic_write, is_main, measure
+from .train import init_distributed, barrier, save_checkpoint, load_checkpoint, set_seed
+from .data import VOCWSSS, synthetic_voc, _voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage
+from .erasing import MINERS, regions_to_label_map, PRESETS as AE_PRESETS
+from .config import pipeline_config, is_int
+from .config import PIPELINE_PRESETS, SEG_ARCHS, NO_WEIGHTS   # still importable from here, as before aepsl.config
+from .psl import make_segnet, evaluate_predictions, format_eval, aepsl_eval   # aepsl_eval: still here for its console script
 from .viz import save_label_png, load_label_png
 
 # %% auto #0
-__all__ = ['PIPELINE_PRESETS', 'SEG_ARCHS', 'STAGES', 'RUNGS', 'DEMO', 'pipeline_config', 'make_segnet', 'per_image_stage',
-           'measure', 'evaluate_predictions', 'format_eval', 'Pipeline', 'results_table', 'aepsl_run', 'aepsl_eval',
-           'aepsl_demo']
-
-# %% ../nbs/09_pipeline.ipynb #81ff8a7b
-PIPELINE_PRESETS = dict(
-    cpu=dict(cam_threshold=0.5, sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-             seg_arch='seg_small', seg_weights=None, seg_epochs=30, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=0.3,
-             test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
-             train_split='train', holdout_split='val', eval_split='val'),
-    voc=dict(cam_threshold=0.5, sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-             seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0, psl_warmup=0.0,
-             test_scales=(1.0, 0.75, 1.25), test_flip=True, test_prohibit=False, crf='deeplab', crf_workers=4, seed=0,
-             train_split='train_aug', holdout_split='val', eval_split='val'))
-
-def pipeline_config(preset:str='cpu', # 'cpu' or 'voc'
-                    **overrides, # any setting of `PIPELINE_PRESETS[preset]` or of `aepsl.erasing.PRESETS[preset]`; None keeps the preset's
-                   )->dict: # {'preset', 'erasing': {...}, **stage settings}
-    "Every stage's settings for a preset, with `overrides` dispatched by name and checked."
-    if preset not in PIPELINE_PRESETS: raise ValueError(f"unknown config {preset!r}: choose one of {', '.join(PIPELINE_PRESETS)}")
-    own = dict(PIPELINE_PRESETS[preset])
-    ae = {k: v for k, v in overrides.items() if k in AE_PRESETS[preset] and k != 'num_workers'}
-    if bad := sorted(k for k in overrides if k not in own and k not in AE_PRESETS[preset]):
-        raise ValueError(f"unknown settings {bad}; settings are {', '.join(sorted(set(own) | set(AE_PRESETS[preset])))}")
-    for k, v in overrides.items():
-        if k in own and v is not None: own[k] = tuple(v) if isinstance(v, list) else v
-    erasing = erasing_config(preset, **ae)
-    erasing.pop('num_workers')   # how fast, not what: a runtime setting
-    if not 0 < own['cam_threshold'] < 1: raise ValueError(f"cam_threshold={own['cam_threshold']} must lie in (0, 1)")
-    if not 0 < own['bg_threshold'] < 1: raise ValueError(f"bg_threshold={own['bg_threshold']} must lie in (0, 1)")
-    if not 0 <= own['psl_warmup'] < 1: raise ValueError(f"psl_warmup={own['psl_warmup']} must lie in [0, 1)")
-    if own['seg_arch'] not in SEG_ARCHS: raise ValueError(f"seg_arch={own['seg_arch']!r}: use one of {', '.join(SEG_ARCHS)}")
-    if own['seg_epochs'] is not None and not (isinstance(own['seg_epochs'], int) and own['seg_epochs'] >= 1):
-        raise ValueError(f"seg_epochs={own['seg_epochs']} must be an integer ≥ 1")
-    if own['train_split'] in (own['holdout_split'], own['eval_split']):
-        raise ValueError(f"train_split {own['train_split']!r} is also the held-out or evaluation split")
-    return dict(preset=preset, erasing=erasing, **own)
-
-SEG_ARCHS = ('seg_small', 'deeplab_largefov', 'resnet_largefov')
-
-def make_segnet(arch:str, # one of `SEG_ARCHS`
-                n_classes:int, # C foreground classes
-                weights=None): # 'imagenet', a state-dict file or None (big networks only)
-    "A fresh segmentation network (with its classification branch) by name."
-    from aepsl import models
-    if arch == 'seg_small': return models.seg_small(n_classes)
-    if arch == 'deeplab_largefov': return models.deeplab_largefov(n_classes, weights=weights)
-    if arch == 'resnet_largefov': return models.resnet_largefov(n_classes, weights=weights)
-    raise ValueError(f"unknown seg_arch {arch!r}: use one of {', '.join(SEG_ARCHS)}")
-
-# %% ../nbs/09_pipeline.ipynb #db6110fe
-def per_image_stage(st:Stage, # the stage (checked)
-                    ids, # every image id the stage must cover
-                    fn, # `fn(image_id, path)` computes and writes the image's file
-                    desc:str='', # progress-bar label
-                    progress:bool=True, # show a bar (rank 0)
-                    suffix:str='.png', # file suffix
-                    **record)->dict: # extra entries for the done marker
-    "Run `fn` on this rank's share of the `ids` whose file is missing; rank 0 finishes the stage after all ranks."
-    if st.done: return dict(st.record, skipped=True)
-    if _is_main(): st.begin()
-    barrier()
-    mine = [i for i in shard(ids) if not st.file(i, suffix).is_file()]
-    t0 = time.time()
-    for i in tqdm(mine, desc=desc or st.name, disable=not (progress and _is_main()), leave=False):
-        fn(i, st.file(i, suffix))
-    barrier()
-    rec = st.finish(n_images=len(ids), n_computed_rank0=len(mine), seconds=round(time.time() - t0, 2), **record) if _is_main() else None
-    barrier()
-    return rec
-
-# %% ../nbs/09_pipeline.ipynb #c4ab32d4
-def _rss_peak_mb()->float:
-    try:
-        for l in open('/proc/self/status'):
-            if l.startswith('VmHWM'): return int(l.split()[1]) / 1024
-    except OSError: pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != 'darwin' else 2 ** 20)
-
-def _reset_peak()->bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f: f.write('5')
-        ok = True
-    except OSError: ok = False
-    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
-    return ok
-
-@contextmanager
-def measure(rec:dict): # filled with seconds, peak_rss_mb (and peak_cuda_mb)
-    "Time a block and record its peak memory."
-    per_stage = _reset_peak()
-    t0 = time.time()
-    try: yield rec
-    finally:
-        rec.update(seconds=round(time.time() - t0, 2), peak_rss_mb=round(_rss_peak_mb(), 1), peak_is_per_stage=per_stage)
-        if torch.cuda.is_available(): rec['peak_cuda_mb'] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-
-# %% ../nbs/09_pipeline.ipynb #fcf69ab2
-def evaluate_predictions(pred, # folder of palette PNGs `<id>.png`
-                         ds, # dataset with ground truth: `ids`, `classes`, `mask(i)`
-                        )->dict: # mIoU (%), per-class IoU (%), n_images scored, missing ids, pixel accuracy
-    "Score a folder of predicted label maps against a split's ground truth, at each image's size."
-    pred = Path(pred)
-    if not pred.is_dir(): raise FileNotFoundError(f"prediction folder not found: {pred}")
-    names = ['background', *ds.classes]
-    m, missing = SegMetric(len(names), names), []
-    for i, k in enumerate(ds.ids):
-        f = pred / f'{k}.png'
-        if not f.is_file(): missing.append(k); continue
-        p, g = load_label_png(f), ds.mask(i)
-        if p.shape != g.shape: raise ValueError(f"{f} is {p.shape[1]}×{p.shape[0]} but the mask of {k} is {g.shape[1]}×{g.shape[0]}")
-        m.update(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64)))
-    iou = [None if not np.isfinite(v) else round(100 * float(v), 2) for v in m.iou.tolist()]
-    return dict(mIoU=round(100 * float(m.miou), 2), IoU=dict(zip(names, iou)), n_images=len(ds.ids) - len(missing),
-                missing=missing, pixel_acc=round(100 * float(m.pixel_acc), 2))
-
-def format_eval(r:dict, # `evaluate_predictions`'s result
-                what:str)->str: # what was scored, e.g. 'runs/demo/pred_crf on val'
-    "The printed table of `aepsl_eval`."
-    lines = [f"scored {what}: {r['n_images']} images, {len(r['missing'])} missing predictions"
-             + (f" (not scored: {', '.join(r['missing'][:5])}{' …' if len(r['missing']) > 5 else ''})" if r['missing'] else ''),
-             '', '| class | IoU % |', '|---|---|']
-    lines += [f"| {k} | {'—' if v is None else f'{v:.2f}'} |" for k, v in r['IoU'].items()]
-    lines += [f"| **mIoU** | **{r['mIoU']:.2f}** |"]
-    return '\n'.join(lines)
+__all__ = ['STAGES', 'MINER_NAMES', 'DEMO', 'Pipeline', 'Splits', 'results_table', 'aepsl_run', 'aepsl_demo']
 
 # %% ../nbs/09_pipeline.ipynb #26ad982f
 STAGES = ('erasing', 'cam', 'saliency', 'pseudo', 'seg_ssl', 'seg', 'pred_ssl', 'pred', 'pred_crf', 'evaluate')
+
+def _device(device)->torch.device:
+    "The run's device, checked: a typo or an absent accelerator is refused before the run folder is made."
+    if device is None: return torch.device(f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu')
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError): raise ValueError(f"device={device!r} is not a device: use cpu, cuda, cuda:<n> or mps") from None
+    if d.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device={device!r}: no CUDA device is available")
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA devices")
+    if d.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError(f"device={device!r}: MPS is not available")
+    return d
+
+def _split(data, key:str, split:str, **kw)->VOCWSSS:
+    "A split of the VOC folder; its errors name the setting that chose it."
+    try: return VOCWSSS(data, split, **kw)
+    except (FileNotFoundError, ValueError, KeyError) as e: raise type(e)(f"{key}={split!r}: {e.args[0] if e.args else e}") from None
 
 class Pipeline:
     "AE-PSL end to end on a VOC-layout folder, into a resumable run folder."
@@ -158,46 +51,69 @@ class Pipeline:
                  num_workers:int=None, # data-loader workers; default: the preset's
                  allow_pickle:bool=False, # read a pickled cls_labels.npy (only files you trust)
                  **overrides): # any setting of `pipeline_config`
+        self.cfg = c = pipeline_config(config, **overrides)   # every setting checked: nothing read or written yet
+        if num_workers is not None and not is_int(num_workers, 0): raise ValueError(f"num_workers={num_workers!r} must be an integer ≥ 0")
         self.rank, self.world = init_distributed()
-        self.cfg = pipeline_config(config, **overrides)
-        c = self.cfg
+        self.device = _device(device)
+        try: root = _voc_root(data)
+        except (FileNotFoundError, ValueError) as e: raise type(e)(f"data={str(data)!r}: {e}") from None
+        if not (root / 'JPEGImages').is_dir(): raise FileNotFoundError(f"data={str(data)!r}: no JPEGImages folder in {root} (a VOC-layout folder)")
         kw = dict(allow_pickle=True) if allow_pickle else {}
-        self.trn = VOCWSSS(data, c['train_split'], **kw)
-        self.hold = VOCWSSS(data, c['holdout_split'], **kw)
-        self.ev = self.hold if c['eval_split'] == c['holdout_split'] else VOCWSSS(data, c['eval_split'], **kw)
+        self.trn = _split(data, 'train_split', c['train_split'], **kw)
+        self.hold = _split(data, 'holdout_split', c['holdout_split'], **kw)
+        self.ev = self.hold if c['eval_split'] == c['holdout_split'] else _split(data, 'eval_split', c['eval_split'], **kw)
         for ds in (self.hold, self.ev):
             if tuple(ds.classes) != tuple(self.trn.classes): raise ValueError(f"split {ds.split!r} has other classes than {self.trn.split!r}")
-        self.out, self.progress = Path(out), progress and _is_main()
+        if shared := sorted(set(self.trn.ids) & set(self.hold.ids)):
+            raise ValueError(f"holdout_split={c['holdout_split']!r} shares {len(shared)} images with train_split={c['train_split']!r} "
+                             f"(e.g. {', '.join(shared[:3])}): the stopping rule needs images the classifiers never saw")
+        for ds, name in ((self.trn, 'training'), (self.hold, 'held-out'), (self.ev, 'evaluation')):
+            if name == 'evaluation' and ds is self.hold: continue
+            scan_dataset(ds, f'{name} ({ds.split!r})')   # every image and mask decodes, sizes agree: now, not at stage 9
+            check_wsss_data(ds, f'{name} ({ds.split!r})')
+            if ds is not self.trn: check_class_coverage(self.trn, ds, f'{name} ({ds.split!r})')   # warns
+        self.out, self.progress = Path(out), progress and is_main()
         self.num_workers = AE_PRESETS[config]['num_workers'] if num_workers is None else num_workers
-        if device is None and torch.cuda.is_available(): device = f'cuda:{torch.cuda.current_device()}'
-        self.device = torch.device(device) if device is not None else torch.device('cpu')
         fp = {s: data_fingerprint(ds) for s, ds in (('train', self.trn), ('holdout', self.hold), ('eval', self.ev))}
-        if _is_main(): self.run = RunFolder(self.out, dict(c, data_fingerprint=fp, data=str(data), device=str(device), num_workers=num_workers,
-                                                          world=self.world), RUNTIME_KEYS + ('data', 'world'))
+        self.stage_now = None
+        # last, after every check: the run folder and its config.json
+        if is_main(): self.run = RunFolder(self.out, dict(c, data_fingerprint=fp, data=str(data), device=str(self.device),
+                                                          num_workers=num_workers, world=self.world), RUNTIME_KEYS + ('data', 'world'))
         barrier()
-        if not _is_main():
+        if not is_main():
             self.run = RunFolder(self.out, read_json(self.out / 'config.json'), RUNTIME_KEYS + ('data', 'world'))
             self.run.log.setLevel(logging.WARNING)
-        self.metrics = read_json(self.out / 'metrics.json') if (self.out / 'metrics.json').is_file() else {}
+        self.metrics = read_json(self.out / 'metrics.json', dict) if (self.out / 'metrics.json').is_file() else {}
         self.stage_times = dict(self.metrics.get('stages', {}))
         self.ae = None
     def __repr__(self): return f"Pipeline({self.out}, {self.cfg['preset']}, {len(self.trn)} training images, rank {self.rank}/{self.world})"
 
 # %% ../nbs/09_pipeline.ipynb #28c58f41
-from .cam import multiscale_cam, cams_to_label_map
-from .saliency import unsupervised_saliency, save_saliency_png, read_saliency_png
-from .pseudo import pseudo_label, PseudoQuality
-from .psl import SegDataset, PSLLoss, fit_seg, seg_train_tfms, seg_probs, normalize_image, prohibit
-from .crf import crf_probs
+from .cam import cams_to_label_map
+from .saliency import saliency_stage
+from .pseudo import pseudo_stage
+from .psl import SegDataset, PSLLoss, fit_seg, seg_train_tfms, normalize_image, predict_stage, evaluate_folder
+
+class Splits:
+    "Several splits of one data set read as one: each id once, in order, every image read from its own split."
+    def __init__(self, *dss):
+        at = {}
+        for ds in dss:
+            for i, k in enumerate(ds.ids): at.setdefault(k, (ds, i))
+        self.ids, self._at, self.classes = list(at), list(at.values()), dss[0].classes
+        self.labels = [ds.labels[i] for ds, i in self._at]
+        self.has_masks = getattr(dss[0], 'has_masks', True)   # quality is scored on the first split only
+    def __len__(self): return len(self.ids)
+    def image(self, j): ds, i = self._at[j]; return ds.image(i)
+    def image_path(self, j): ds, i = self._at[j]; return ds.image_path(i)
+    def mask(self, j): ds, i = self._at[j]; return ds.mask(i)
 
 # %% ../nbs/09_pipeline.ipynb #abaac165
-from fastcore.basics import patch
-
 @patch
 def erasing(self:Pipeline)->dict:
-    "Stage 1: Algorithm 1 (classifiers trained with DDP under torchrun), then the mined label maps of the training images."
+    "Stage 1: the miner (`aepsl.erasing.MINERS`: AE's Algorithm 1, Hide-and-Seek or ACoL; DDP under torchrun), then the mined label maps of the training images."
     c = self.cfg
-    self.ae = AdversarialErasing(self.trn, self.hold, self.out, preset=c['preset'], seed=c['seed'], device=self.device,
+    self.ae = MINERS(c['miner'], self.trn, self.hold, self.out, preset=c['preset'], seed=c['seed'], device=self.device,
                                  progress=self.progress, num_workers=self.num_workers, **c['erasing'])
     steps = self.ae.run()
     self.ae.write_pseudo_objects()   # every rank writes its share (aepsl.erasing shards it)
@@ -211,91 +127,85 @@ def ae_hash(self:Pipeline)->str:
     return f"{n}:{Stage(self.out / 'mined' / f'step{n}', self.ae.step_config(n)).hash}"
 
 @patch
-def _img(self:Pipeline, image_id):
-    "(dataset, index) of an id of the training or evaluation split."
-    if not hasattr(self, '_where'):
-        self._where = {k: (self.trn, i) for i, k in enumerate(self.trn.ids)}
-        self._where.update({k: (self.ev, i) for i, k in enumerate(self.ev.ids)})
-    return self._where[image_id]
-
-@patch
-def _stage(self:Pipeline, name, cfg)->Stage:
-    return self.run.stage(name, cfg)
+def _hash(self:Pipeline, name:str)->str:
+    "The config hash in a finished stage's done marker (checked: a damaged marker is named)."
+    return read_marker(self.out / name / 'done.json')['hash']
 
 # %% ../nbs/09_pipeline.ipynb #f78acf36
 @patch
 def cam(self:Pipeline)->dict:
     "Stage 2: the step-1 classifier's CAMs on the evaluation split, as label maps (background below `cam_threshold`)."
     c, e = self.cfg, self.cfg['erasing']
-    st = self._stage('cam', dict(classifier=Stage(self.out / 'mined' / 'step1', self.ae.step_config(1)).hash,
-                                 threshold=c['cam_threshold'], scales=e['cam_scales'], flip=e['cam_flip']))
+    st = self.run.stage('cam', dict(classifier=Stage(self.out / 'mined' / 'step1', self.ae.step_config(1)).hash,
+                                    threshold=c['cam_threshold'], scales=e['cam_scales'], flip=e['cam_flip']))
     if st.done: return dict(st.record, skipped=True)
-    model = self.ae.load_model(1).to(self.device)
-    mean, std = self.ae.stats()
+    model, (mean, std) = self.ae.load_model(1).to(self.device), self.ae.stats()
+    pos = {k: i for i, k in enumerate(self.ev.ids)}
     def fn(k, path):
-        ds, i = self._img(k)
-        x = normalize_image(ds.image(i), mean, std)[None]
-        cams = multiscale_cam(model, x, torch.as_tensor(ds.labels[i])[None], scales=e['cam_scales'], flip=e['cam_flip'])
+        i = pos[k]
+        cams = self.ae.cam(model, normalize_image(self.ev.image(i), mean, std)[None], torch.as_tensor(self.ev.labels[i])[None])
         save_label_png(cams_to_label_map(cams[0].cpu(), c['cam_threshold']), path)
-    return per_image_stage(st, self.ev.ids, fn, 'CAM', self.progress)
+    return st.map(self.ev.ids, fn, 'CAM', self.progress)
+
+@patch
+def cams(self:Pipeline, ds):
+    "`cams(j)`: the step-1 classifier's CAMs (C×H×W, numpy) of image j of `ds`, at its size."
+    model, (mean, std) = self.ae.load_model(1).to(self.device), self.ae.stats()
+    return lambda j: self.ae.cam(model, normalize_image(ds.image(j), mean, std)[None], torch.as_tensor(ds.labels[j])[None])[0].cpu().numpy()
 
 @patch
 def saliency(self:Pipeline)->dict:
-    "Stage 3: unsupervised saliency (FH regions: backgroundness × contrast) of every training and evaluation image."
+    "Stage 3: `aepsl.saliency.saliency_stage` (method `saliency`) on every training and evaluation image."
     c = self.cfg
-    ids = list(self.trn.ids) + [k for k in self.ev.ids if k not in set(self.trn.ids)]
-    st = self._stage('saliency', dict(method='unsupervised', scales=c['sal_scales'], w_contrast=c['w_contrast'],
-                                      data=[data_fingerprint(self.trn), data_fingerprint(self.ev)]))
-    def fn(k, path):
-        ds, i = self._img(k)
-        save_saliency_png(unsupervised_saliency(ds.image(i), c['sal_scales'], c['w_contrast']), path)
-    return per_image_stage(st, ids, fn, 'saliency', self.progress)
+    ds = Splits(self.trn, self.ev)
+    done = (self.out / 'saliency' / 'done.json').is_file()
+    kw = dict(scales=c['sal_scales'], w_contrast=c['w_contrast']) if c['saliency'] == 'unsupervised' else {}
+    st = saliency_stage(ds, self.out / 'saliency', c['saliency'], progress=self.progress,
+                        config=dict(data=[data_fingerprint(self.trn), data_fingerprint(self.ev)]), **kw)
+    return dict(st.record, skipped=done)
 
 @patch
 def objects(self:Pipeline, image_id)->np.ndarray:
-    "AE's mined label map of an image, 255 where several classes claimed a pixel (training: `pseudo_objects/`; evaluation: rebuilt from the held-out regions)."
-    ds, i = self._img(image_id)
-    if ds is self.trn: return load_label_png(self.out / 'pseudo_objects' / f'{image_id}.png')
-    return regions_to_label_map(self.ae.mined_steps(i, 'holdout'), conflict=255)
+    "AE's mined label map of an image, 255 where several classes claimed a pixel (training: `pseudo_objects/`; held-out: rebuilt from its regions)."
+    if image_id in self._hold_pos: return regions_to_label_map(self.ae.mined_steps(self._hold_pos[image_id], 'holdout'), conflict=255)
+    return load_label_png(self.out / 'pseudo_objects' / f'{image_id}.png')
+
+@patch(as_prop=True)
+def _hold_pos(self:Pipeline)->dict: return {k: i for i, k in enumerate(self.hold.ids)}
 
 @patch
 def pseudo(self:Pipeline)->dict:
-    "Stage 4: pseudo labels (objects, background where saliency < `bg_threshold`, 255 elsewhere) of training and evaluation images."
+    "Stage 4: `aepsl.pseudo.pseudo_stage` (rule `pseudo_rule`) on the training images (and the evaluation ones when they are the held-out split), quality on the training split."
     c = self.cfg
-    ev_ids = list(self.ev.ids) if self.ev is self.hold else []   # objects exist for the held-out images only
-    st = self._stage('pseudo', dict(rule='ae', bg_threshold=c['bg_threshold'], erasing=self.ae_hash, conflict=255,
-                                    saliency=read_json(self.out / 'saliency' / 'done.json')['hash']))
-    def fn(k, path):
-        ds, i = self._img(k)
-        obj = self.objects(k)
-        save_label_png(pseudo_label(obj, read_saliency_png(self.out / 'saliency' / f'{k}.png', obj.shape), c['bg_threshold']), path)
-    rec = per_image_stage(st, list(self.trn.ids) + ev_ids, fn, 'pseudo labels', self.progress)
-    return rec
+    ds = Splits(self.trn, self.ev) if self.ev is self.hold else Splits(self.trn)   # objects exist for held-out images only
+    done = (self.out / 'pseudo' / 'done.json').is_file()
+    kw = dict(objects=lambda j: self.objects(ds.ids[j]), bg_threshold=c['bg_threshold']) if c['pseudo_rule'] == 'ae' else \
+         dict(cams=self.cams(ds))   # Oh et al.: the step-1 classifier's CAMs as seeds
+    st = pseudo_stage(ds, self.out / 'pseudo', self.out / 'saliency', rule=c['pseudo_rule'], progress=self.progress,
+                      score=self.trn.ids, config=dict(erasing=self.ae_hash, conflict=255, saliency=self._hash('saliency')), **kw)
+    return dict(st.record, skipped=done)
 
 # %% ../nbs/09_pipeline.ipynb #ed3aa4bd
 @patch
 def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
               psl:bool)->dict: # with the online-label term (AE-PSL) or without (AE-SSL)
-    "Stages 5–6: train the segmentation network on the pseudo labels (DDP under torchrun), resuming a killed training."
+    "Stages 5–6: `aepsl.psl.fit_seg` on the pseudo labels (DDP under torchrun), resuming a killed training."
     c = self.cfg
-    st = self._stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
-                                lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'],
-                                pseudo=read_json(self.out / 'pseudo' / 'done.json')['hash']))
+    st = self.run.stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
+                                   lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'],
+                                   pseudo=self._hash('pseudo')))
     if st.done: return dict(st.record, skipped=True)
-    if _is_main(): st.begin()
+    if is_main(): st.begin()
     barrier()
     set_seed(c['seed'])
-    model = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights'])
-    mean, std = self.ae.stats()
+    model, (mean, std), t0 = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights']), self.ae.stats(), time.time()
     ds = SegDataset(self.trn, self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
-    t0 = time.time()
-    loss = PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup'])
-    hist = fit_seg(model, ds, loss, epochs=c['seg_epochs'], bs=c['seg_bs'],
-                   lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers, device=self.device,
+    hist = fit_seg(model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup']), epochs=c['seg_epochs'],
+                   bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers, device=self.device,
                    ckpt=st.folder / 'train.pt', resume=True, progress=self.progress)
     save_checkpoint(st.folder / 'model.pt', model)
     rec = None
-    if _is_main():
+    if is_main():
         write_json(st.folder / 'history.json', hist)
         rec = st.finish(epochs=len(hist), train_loss=hist[-1]['train_loss'], train_time=round(time.time() - t0, 2))
     barrier()
@@ -304,7 +214,6 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
 @patch
 def load_segnet(self:Pipeline, name:str='seg'):
     "A trained segmentation network of the run, in eval mode on the run's device."
-    from aepsl.train import load_checkpoint
     m = make_segnet(self.cfg['seg_arch'], len(self.trn.classes), None)
     load_checkpoint(self.out / name / 'model.pt', m)
     return m.to(self.device).eval()
@@ -313,54 +222,44 @@ def load_segnet(self:Pipeline, name:str='seg'):
 def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred_crf'
             net:str, # trained network: 'seg_ssl' or 'seg'
             crf:bool=False)->dict: # refine with DenseCRF (`aepsl.crf`, preset `crf`)
-    "Stages 7–9: predict every evaluation image at its own size (test-time scales/flips), optionally with DenseCRF."
+    "Stages 7–9: `aepsl.psl.predict_stage` on the evaluation split (test-time scales/flips, prohibition, DenseCRF)."
     c = self.cfg
-    st = self._stage(name, dict(net=read_json(self.out / net / 'done.json')['hash'], scales=c['test_scales'],
-                                flip=c['test_flip'], prohibit=c['test_prohibit'], crf=c['crf'] if crf else None,
-                                data=data_fingerprint(self.ev)))
+    st = self.run.stage(name, dict(net=self._hash(net), scales=c['test_scales'], flip=c['test_flip'], prohibit=c['test_prohibit'],
+                                   crf=c['crf'] if crf else None, data=data_fingerprint(self.ev)))
     if st.done: return dict(st.record, skipped=True)
-    model = self.load_segnet(net)
     mean, std = self.ae.stats()
-    def fn(k, path):
-        ds, i = self._img(k)
-        img = ds.image(i)
-        f, v = seg_probs(model, normalize_image(img, mean, std)[None], c['test_scales'], c['test_flip'])
-        f = (prohibit(f, v) if c['test_prohibit'] else f)[0].cpu().numpy()
-        save_label_png(crf_probs(img, f, c['crf']) if crf else f.argmax(0).astype(np.uint8), path)
-    return per_image_stage(st, self.ev.ids, fn, name, self.progress)
+    predict_stage(self.load_segnet(net), self.ev, st, c['test_scales'], c['test_flip'], crf=c['crf'] if crf else None,
+                  crf_workers=c['crf_workers'], mean=mean, std=std, progress=self.progress, prohibit_classes=c['test_prohibit'])
+    return st.record
 
 # %% ../nbs/09_pipeline.ipynb #33b10a65
-RUNGS = ('CAM', 'AE', 'pseudo labels', 'AE-SSL', 'AE-PSL', 'AE-PSL + CRF')
+from .metrics import SegMetric
+from .pseudo import PseudoQuality
+
+def _pct(m)->float: return round(100 * float(m), 2)
+MINER_NAMES = dict(ae='AE', has='Hide-and-Seek', acol='ACoL')   # the ladder's rung names
 
 @patch
 def ladder(self:Pipeline)->list:
     "The mIoU (%) of every rung on the evaluation split's masks: CAM, each AE step, pseudo labels, AE-SSL, AE-PSL, AE-PSL + CRF."
-    ev, n = self.ev, self.ae.n_used
-    names = ['background', *ev.classes]
-    ms = dict(cam=SegMetric(len(names), names), **{f'ae{t}': SegMetric(len(names), names) for t in range(1, n + 1)})
-    pq = PseudoQuality(len(ev.classes), ev.classes)
-    has_pseudo = all((self.out / 'pseudo' / f'{k}.png').is_file() for k in ev.ids)
-    for i, k in enumerate(ev.ids):
-        g = torch.from_numpy(ev.mask(i).astype(np.int64))
-        ms['cam'].update(torch.from_numpy(load_label_png(self.out / 'cam' / f'{k}.png').astype(np.int64)), g)
-        if ev is self.hold:
-            s = self.ae.mined_steps(i, 'holdout')
-            for t in range(1, n + 1): ms[f'ae{t}'].update(torch.from_numpy(regions_to_label_map(s, t).astype(np.int64)), g)
-        if has_pseudo: pq.update(load_label_png(self.out / 'pseudo' / f'{k}.png'), ev.mask(i))
-    split, N = ev.split, len(ev.ids)
-    rows = [dict(rung='CAM', what=f"step-1 classifier's CAM, background below {self.cfg['cam_threshold']}", mIoU=round(100 * float(ms['cam'].miou), 2))]
-    if ev is self.hold:
-        rows += [dict(rung=f'AE step {t}', what=f'regions mined up to step {t} (the rest background)', mIoU=round(100 * float(ms[f'ae{t}'].miou), 2))
-                 for t in range(1, n + 1)]
-    if has_pseudo:
+    ev, n, names = self.ev, self.ae.n_used, ['background', *self.ev.classes]
+    rows = [dict(rung='CAM', what=f"step-1 classifier's CAM, background below {self.cfg['cam_threshold']}",
+                 mIoU=evaluate_predictions(self.out / 'cam', ev)['mIoU'])]
+    if ev is self.hold:   # the held-out regions of every step, and the held-out pseudo labels
+        ms, pq = [SegMetric(len(names), names) for _ in range(n)], PseudoQuality(len(ev.classes), ev.classes)
+        for i, k in enumerate(ev.ids):
+            g, s = ev.mask(i), self.ae.mined_steps(i, 'holdout')
+            for t in range(1, n + 1): ms[t - 1].update(torch.from_numpy(regions_to_label_map(s, t)).long(), torch.from_numpy(g).long())
+            pq.update(load_label_png(self.out / 'pseudo' / f'{k}.png'), g)
+        rows += [dict(rung=f'{MINER_NAMES[self.cfg["miner"]]} step {t}', what=f'regions mined up to step {t} (the rest background)', mIoU=_pct(m.miou))
+                 for t, m in enumerate(ms, 1)]
         q = pq.summary()
-        rows.append(dict(rung='pseudo labels', what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %",
-                         mIoU=q['miou']))
+        rows.append(dict(rung='pseudo labels', mIoU=q['miou'],
+                         what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
     for rung, folder, what in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only'),
                                ('AE-PSL', 'pred', 'segmentation net with PSL'), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF')):
-        r = evaluate_predictions(self.out / folder, ev)
-        rows.append(dict(rung=rung, what=what, mIoU=r['mIoU'], folder=folder))
-    for r in rows: r.update(split=split, n_images=N)
+        rows.append(dict(rung=rung, what=what, mIoU=evaluate_predictions(self.out / folder, ev)['mIoU'], folder=folder))
+    for r in rows: r.update(split=ev.split, n_images=len(ev.ids))
     return rows
 
 @patch
@@ -369,15 +268,14 @@ def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
     "figures/ladder.png: per image, the image, the CAM, AE's mined regions, the pseudo label, AE-PSL, AE-PSL + CRF, the ground truth."
     import matplotlib; import matplotlib.pyplot as plt
     from aepsl.viz import colorize, overlay_heatmap
-    ev, e = self.ev, self.cfg['erasing']
+    ev = self.ev
     model, (mean, std) = self.ae.load_model(1), self.ae.stats()
     cols = ['image', 'CAM (step 1)', f'AE mined ({self.ae.n_used} steps)', 'pseudo label', 'AE-PSL', 'AE-PSL + CRF', 'ground truth']
     idx = [i for i in idx if i < len(ev.ids)]
     fig, axs = plt.subplots(len(idx), len(cols), figsize=(size * len(cols), size * len(idx)), squeeze=False)
     for r, i in enumerate(idx):
         k, img = ev.ids[i], ev.image(i)
-        cam = multiscale_cam(model, normalize_image(img, mean, std)[None], torch.as_tensor(ev.labels[i])[None],
-                             scales=e['cam_scales'], flip=e['cam_flip'])[0].amax(0).numpy()
+        cam = self.ae.cam(model, normalize_image(img, mean, std)[None], torch.as_tensor(ev.labels[i])[None])[0].amax(0).numpy()
         lab = lambda f: colorize(load_label_png(self.out / f / f'{k}.png')) if (self.out / f / f'{k}.png').is_file() else np.zeros_like(img)
         panels = [img, overlay_heatmap(img, cam), colorize(self.objects(k)) if ev is self.hold else np.zeros_like(img),
                   lab('pseudo'), lab('pred'), lab('pred_crf'), colorize(ev.mask(i))]
@@ -410,16 +308,16 @@ def results_table(metrics:dict)->str:
 def evaluate(self:Pipeline)->dict:
     "Stage 10 (rank 0): the ladder into metrics.json and figures/ladder.png."
     rec = {}
-    st = self._stage('figures', dict(erasing=self.ae_hash, **{f: read_json(self.out / f / 'done.json')['hash']
-                                                            for f in ('cam', 'pseudo', 'pred_ssl', 'pred', 'pred_crf')}))
+    st = self.run.stage('figures', dict(erasing=self.ae_hash, data=data_fingerprint(self.ev),   # the masks it scores against
+                                     **{f: self._hash(f) for f in ('cam', 'pseudo', 'pred_ssl', 'pred', 'pred_crf')}))
     if st.done: return dict(st.record, skipped=True)
-    if _is_main():
+    if is_main():
         st.begin()
         if getattr(self.ev, 'has_masks', True):
             rows = self.ladder()
             self.metrics = self.run.update_metrics(ladder=rows, final_mIoU=rows[-1]['mIoU'])
             if getattr(self.trn, 'has_masks', True):
-                self.metrics = self.run.update_metrics(train_quality=dict(erasing=self.ae.evaluate(), pseudo=read_json(self.out / 'pseudo' / 'done.json').get('quality')))
+                self.metrics = self.run.update_metrics(train_quality=dict(erasing=self.ae.evaluate(), pseudo=read_marker(self.out / 'pseudo' / 'done.json')['quality']))
             import matplotlib.pyplot as plt
             fig = self.figure()
             atomic_write(self.out / 'figures' / 'ladder.png', lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'))
@@ -445,6 +343,7 @@ def __call__(self:Pipeline, stop_after:str=None)->dict:
     bar = tqdm(total=len(todo), disable=not self.progress, desc='aepsl', unit='stage')
     for n, name in enumerate(todo, 1):
         bar.set_description(f'stage {n}/{len(todo)}: {name}')
+        self.stage_now = name   # what `aepsl_run` names when interrupted
         started = (self.out / (name if name != 'evaluate' else 'figures') / 'started.json').is_file()
         with measure({}) as m: rec = calls[name]() or {}
         if rec.get('skipped'):
@@ -453,17 +352,34 @@ def __call__(self:Pipeline, stop_after:str=None)->dict:
             m['resumed'] = started or any(s['resumed'] for s in rec.get('steps', []))
             self.stage_times[name] = m
             log.info(f"stage {n}/{len(todo)} {name}: {m['seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB")
-            if _is_main(): self.metrics = self.run.update_metrics(stages=self.stage_times)
+            if is_main(): self.metrics = self.run.update_metrics(stages=self.stage_times)
         bar.update(1)
     bar.close()
-    if _is_main():
+    self.stage_now = None
+    if is_main():
         atomic_write(self.out / 'results.md', lambda f: Path(f).write_text(results_table(self.metrics) + '\n'))
         log.info(f"done: results in {self.out / 'results.md'}, metrics in {self.out / 'metrics.json'}")
     barrier()
     return self.metrics
 
 # %% ../nbs/09_pipeline.ipynb #a854739c
-def _floats(s): return None if s is None else tuple(float(v) for v in str(s).split(',') if v.strip())
+def _floats(s, key:str='test_scales'):
+    "A comma-separated list of numbers (None stays None); an error names the flag."
+    if s is None: return None
+    try: return tuple(float(v) for v in str(s).split(',') if v.strip())
+    except ValueError: raise ValueError(f"{key}={s!r} must be comma-separated numbers, e.g. 1,0.75,1.25") from None
+
+def _run_overrides(**flags)->dict:
+    "`pipeline_config` overrides from `aepsl_run`'s flags: unset flags dropped, 'none' weights kept (random initialisation)."
+    ov = {k: v for k, v in flags.items() if v is not None}
+    if 'test_scales' in ov: ov['test_scales'] = _floats(ov['test_scales'])
+    if not ov.get('test_prohibit', True): del ov['test_prohibit']   # unset: the preset's
+    return ov
+
+def _interrupted(when:str):
+    "Ctrl-C: one line saying where, and that the same command resumes (exit status 130, as a shell reports SIGINT)."
+    print(f"\naepsl_run: interrupted {when}; run the same command again to resume", file=sys.stderr, flush=True)
+    raise SystemExit(130)
 
 @call_parse
 def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmentation/<split>.txt, SegmentationClass, class_names.txt
@@ -473,8 +389,9 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               train_split:str=None, # split whose images are mined and trained on
               holdout_split:str=None, # held-out split of the erasing stopping rule (image-level labels only)
               eval_split:str=None, # split scored with its masks
-              arch:str=None, # classifier: small, vgg16_largefov or resnet50
-              weights:str=None, # classifier weights: 'imagenet', a .pth file, or 'none'
+              miner:str=None, # object miner: ae (adversarial erasing, Algorithm 1), has (Hide-and-Seek) or acol (ACoL)
+              arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0
+              weights:str=None, # classifier weights: 'imagenet', a .pth file, or 'none' (random initialisation)
               delta:float=None, # CAM threshold δ of the mined regions
               max_steps:int=None, # cap on erasing steps
               rho:float=None, # erasing goes on while held-out mAP_t ≥ rho · mAP_1
@@ -484,13 +401,15 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               lr:float=None, # classifier learning rate
               crop_size:int=None, # classifier training crop
               cam_threshold:float=None, # CAM rung: background below this
+              saliency:str=None, # background cue: unsupervised, forest:FILE (a saved SaliencyForest) or folder:DIR (grey PNGs <id>.png)
+              pseudo_rule:str=None, # pseudo-label rule: ae (AE-PSL's) or oh (Oh et al. 2017)
               bg_threshold:float=None, # pseudo labels: background where saliency is below this
-              seg_arch:str=None, # segmentation net: seg_small, deeplab_largefov or resnet_largefov
-              seg_weights:str=None, # its weights: 'imagenet', a .pth file, or 'none'
+              seg_arch:str=None, # segmentation net: seg_small, deeplab_largefov, resnet_largefov or lite0_seg
+              seg_weights:str=None, # its weights: 'imagenet', a .pth file, or 'none' (random initialisation)
               seg_epochs:int=None, # segmentation epochs (voc: the recipe's iterations)
               seg_bs:int=None, # segmentation batch size (global)
               seg_lr:float=None, # segmentation learning rate
-              psl_weight:float=None, # λ of the online-label (PSL) term
+              psl_weight:float=None, # λ of the online-label (PSL) term, > 0
               psl_warmup:float=None, # ramp λ up over this fraction of the segmentation training
               test_scales:str=None, # test-time scales, comma-separated, e.g. 1,0.75,1.25
               test_prohibit:bool=False, # weight test-time scores by the network's own classification branch, [1, v] ⊗ f
@@ -502,28 +421,21 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               quiet:bool=False): # no progress display
     "AE-PSL end to end on a VOC-layout folder: erasing, saliency, pseudo labels, AE-SSL/AE-PSL, CRF, evaluation."
     if data is None: raise SystemExit("aepsl_run: --data DIR is required (a VOC-layout folder; aepsl_demo writes one)")
-    none = lambda w: None if w is None else (None if w == 'none' else w)
-    ov = dict(train_split=train_split, holdout_split=holdout_split, eval_split=eval_split, arch=arch, delta=delta,
-              max_steps=max_steps, rho=rho, epochs=epochs, patience=patience, bs=bs, lr=lr, crop_size=crop_size,
-              cam_threshold=cam_threshold, bg_threshold=bg_threshold, seg_arch=seg_arch, seg_epochs=seg_epochs,
-              seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight, psl_warmup=psl_warmup, test_scales=_floats(test_scales), crf=crf, seed=seed)
-    ov = {k: v for k, v in ov.items() if v is not None}
-    if test_prohibit: ov['test_prohibit'] = True
-    if weights is not None: ov['weights'] = none(weights)
-    if seg_weights is not None: ov['seg_weights'] = none(seg_weights)
-    p = Pipeline(data, out, config, device, not quiet, num_workers, allow_pickle, **ov)
-    m = p(stop_after)
-    if _is_main(): print(results_table(m), flush=True)
-
-@call_parse
-def aepsl_eval(pred:str=None, # folder of palette PNGs <id>.png (e.g. RUN/pred_crf)
-               data:str=None, # VOC-layout folder with the ground-truth masks
-               split:str='val', # split to score
-               allow_pickle:bool=False): # read a pickled cls_labels.npy (only files you trust)
-    "Score palette-PNG predictions against a split's masks; print what was scored and the per-class IoU table."
-    if pred is None or data is None: raise SystemExit("aepsl_eval: --pred DIR and --data DIR are required")
-    ds = VOCWSSS(data, split, **(dict(allow_pickle=True) if allow_pickle else {}))
-    print(format_eval(evaluate_predictions(pred, ds), f"{pred} against {data} split {split!r}"), flush=True)
+    p = None
+    try:
+        if stop_after is not None and stop_after not in STAGES:
+            raise ValueError(f"stop_after={stop_after!r} is not a stage: stages are {', '.join(STAGES)}")
+        ov = _run_overrides(train_split=train_split, holdout_split=holdout_split, eval_split=eval_split, miner=miner, arch=arch, weights=weights,
+                            delta=delta, max_steps=max_steps, rho=rho, epochs=epochs, patience=patience, bs=bs, lr=lr,
+                            crop_size=crop_size, cam_threshold=cam_threshold, bg_threshold=bg_threshold, saliency=saliency, pseudo_rule=pseudo_rule, seg_arch=seg_arch,
+                            seg_weights=seg_weights, seg_epochs=seg_epochs, seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight,
+                            psl_warmup=psl_warmup, test_scales=test_scales, test_prohibit=test_prohibit, crf=crf, seed=seed)
+        p = Pipeline(data, out, config, device, not quiet, num_workers, allow_pickle, **ov)   # every check, then config.json
+    except (ValueError, FileNotFoundError, KeyError) as e: raise SystemExit(f"aepsl_run: {e.args[0] if e.args else e}") from None
+    except KeyboardInterrupt: _interrupted('while checking the settings and the data')
+    try: m = p(stop_after)
+    except KeyboardInterrupt: _interrupted(f"during stage {p.stage_now}" if p.stage_now else 'between stages')
+    if is_main(): print(results_table(m), flush=True)
 
 DEMO = dict(n_train=300, n_val=100, epochs=8, seg_epochs=30)
 
@@ -539,7 +451,7 @@ def aepsl_demo(out:str='runs/demo', # run folder; the benchmark is written to <o
     init_distributed()
     out, data = Path(out), Path(out) / 'data'
     want = dict(n_train=n_train, n_val=n_val, size=96, seed=0)
-    if _is_main():
+    if is_main():
         if (data / 'done.json').is_file():
             if (old := read_json(data / 'done.json')) != want:
                 raise SystemExit(f"{data} holds a benchmark made with {old}, not {want}: use another --out")
@@ -549,4 +461,4 @@ def aepsl_demo(out:str='runs/demo', # run folder; the benchmark is written to <o
     barrier()
     p = Pipeline(data, out, 'cpu', device, not quiet, epochs=epochs, seg_epochs=seg_epochs)
     m = p()
-    if _is_main(): print(results_table(m), flush=True)
+    if is_main(): print(results_table(m), flush=True)

@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
-from tqdm.auto import tqdm
 from .metrics import SegMetric
-from .runs import check_id, Stage
-from .saliency import BG_THRESHOLD, read_saliency_png, _image, _image_shape
+from .runs import check_id, Stage, Registry
+from .saliency import BG_THRESHOLD, read_saliency_png, image_shape
 from .viz import save_label_png, load_label_png
 
 # %% auto #0
-__all__ = ['pseudo_label', 'pseudo_label_oh', 'PseudoQuality', 'pseudo_stage']
+__all__ = ['PSEUDO_RULES', 'pseudo_label', 'pseudo_label_oh', 'PseudoQuality', 'pseudo_stage']
 
 # %% ../nbs/06_pseudo_labels.ipynb #917bddaf
 def _as_objects(objects):
@@ -134,19 +133,25 @@ def _check_folder(folder, ids, what):
                                 f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}")
     return folder
 
+PSEUDO_RULES = Registry('pseudo-label rule')   # name -> the per-image rule
+PSEUDO_RULES.register('ae', pseudo_label)      # AE-PSL: mined objects, background below the saliency threshold
+PSEUDO_RULES.register('oh', pseudo_label_oh)   # Oh et al. (2017): CAM seeds grown inside salient regions
+
 def pseudo_stage(ds, # dataset with `ids`, `image(i)` (for sizes) and optionally `mask(i)` (quality)
                  folder, # stage folder, e.g. `<run>/pseudo`
                  saliency, # folder of saliency PNGs `<id>.png` (e.g. the saliency stage's)
-                 objects=None, # rule 'ae': folder of mined-object label PNGs (e.g. `<run>/pseudo_objects`)
+                 objects=None, # rule 'ae': folder of mined-object label PNGs (e.g. `<run>/pseudo_objects`), or `objects(i)` -> label map
                  cams=None, # rule 'oh': `cams(i)` -> C×H×W CAMs of image i
-                 rule:str='ae', # 'ae' (AE-PSL) or 'oh' (Oh et al. 2017)
+                 rule:str='ae', # a name in `PSEUDO_RULES`: 'ae' (AE-PSL) or 'oh' (Oh et al. 2017)
                  bg_threshold:float=BG_THRESHOLD, # rule 'ae': background below this saliency
                  config:dict|None=None, # extra config recorded in the stage (upstream stage hashes)
                  progress:bool=True, # show a progress bar
+                 score=None, # ids whose quality is recorded (default: every image, when `ds` has masks)
                  **oh_kwargs, # rule 'oh': seed_threshold, sal_threshold, min_area, multi
                 )->Stage:
     "Write one pseudo-label palette PNG per image into a resumable `Stage`, with their quality when ground truth exists."
     ids = [check_id(i, 'pseudo stage') for i in ds.ids]
+    label = PSEUDO_RULES[rule]
     if rule == 'ae':
         if objects is None: raise ValueError("rule 'ae' needs the mined objects folder (objects=)")
         if oh_kwargs: raise ValueError(f"settings {sorted(oh_kwargs)} belong to rule 'oh'")
@@ -154,28 +159,25 @@ def pseudo_stage(ds, # dataset with `ids`, `image(i)` (for sizes) and optionally
     elif rule == 'oh':
         if cams is None: raise ValueError("rule 'oh' needs a CAM function (cams=)")
         cfg = dict(rule='oh', **{**dict(seed_threshold=0.2, sal_threshold=0.5, min_area=0.01, multi='ignore'), **oh_kwargs})
-    else: raise ValueError(f"unknown rule {rule!r}: use 'ae' or 'oh'")
-    st = Stage(folder, dict(cfg, **(config or {})), 'pseudo').begin()
+    else: PSEUDO_RULES[rule]   # refused, naming the rules
+    st = Stage(folder, dict(cfg, **(config or {})), 'pseudo').check()
     if st.done: return st
     sal_dir = _check_folder(saliency, ids, 'saliency map')
-    obj_dir = _check_folder(objects, ids, 'mined-object map') if rule == 'ae' else None
-    todo = set(st.todo(ids))
-    t0 = time.time()
-    has_gt = hasattr(ds, 'mask')
-    q = PseudoQuality(len(ds.classes), ds.classes) if has_gt and hasattr(ds, 'classes') else None
-    for k, i in enumerate(tqdm(ids, disable=not progress, desc='pseudo labels')):
-        if i in todo:
-            shape = _image_shape(ds, k)
-            s = read_saliency_png(sal_dir / f'{i}.png', shape)
-            if rule == 'ae':
-                o = load_label_png(obj_dir / f'{i}.png')
-                if o.shape != tuple(shape): raise ValueError(f"{obj_dir / f'{i}.png'} is {o.shape[1]}×{o.shape[0]} but its image is {shape[1]}×{shape[0]}")
-                y = pseudo_label(o, s, bg_threshold)
-            else: y = pseudo_label_oh(cams(k), s, **{k_: v for k_, v in cfg.items() if k_ != 'rule'})
-            save_label_png(y, st.file(i))
-        else: y = load_label_png(st.file(i))
-        if q is not None: q.update(y, ds.mask(k))
-    rec = dict(n_images=len(ids), n_computed=len(todo), seconds=round(time.time() - t0, 2))
-    if q is not None: rec['quality'] = q.summary()
-    st.finish(**rec)
+    obj_dir = _check_folder(objects, ids, 'mined-object map') if rule == 'ae' and not callable(objects) else None
+    pos = {i: k for k, i in enumerate(ids)}
+    def one(i, path):
+        k = pos[i]
+        shape = image_shape(ds, k)
+        s = read_saliency_png(sal_dir / f'{i}.png', shape)
+        if rule == 'oh': return save_label_png(label(cams(k), s, **{a: v for a, v in cfg.items() if a != 'rule'}), path)
+        o, where = (objects(k), f'objects of {i}') if obj_dir is None else (load_label_png(obj_dir / f'{i}.png'), obj_dir / f'{i}.png')
+        if o.shape != tuple(shape): raise ValueError(f"{where} is {o.shape[1]}×{o.shape[0]} but its image is {shape[1]}×{shape[0]}")
+        save_label_png(label(o, s, bg_threshold), path)
+    def quality():
+        if not (hasattr(ds, 'mask') and hasattr(ds, 'classes') and getattr(ds, 'has_masks', True)): return {}
+        q, keep = PseudoQuality(len(ds.classes), ds.classes), set(ids if score is None else score)
+        for i in ids:
+            if i in keep: q.update(load_label_png(st.file(i)), ds.mask(pos[i]))
+        return dict(quality=q.summary())
+    st.map(ids, one, 'pseudo labels', progress, summary=quality)
     return st

@@ -9,20 +9,20 @@ from pathlib import Path
 import numpy as np, torch
 import torch.nn.functional as F
 from fastcore.basics import store_attr
-from torch.utils.data import Dataset, DataLoader
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from .data import seg_transforms, IMAGENET_MEAN, IMAGENET_STD
 from .viz import load_label_png, save_label_png
 from .metrics import SegMetric
-from .train import fit, make_optimizer, set_seed, amp_dtype
-from .runs import Stage, check_id
+from .train import fit, make_optimizer, set_seed, amp_dtype, seeded_loader
+from .runs import Stage, check_id, Registry
 from .cam import eval_mode
 from .crf import crf_probs, crf_batch, crf_params
 
 # %% auto #0
-__all__ = ['UNCERTAIN', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset', 'seg_train_tfms', 'fit_seg', 'normalize_image',
-           'native_batches', 'seg_probs', 'seg_eval', 'predict_stage', 'evaluate_folder', 'gwrp', 'SECLoss',
-           'cam_seeds']
+__all__ = ['UNCERTAIN', 'SEGNETS', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset', 'seg_train_tfms', 'make_segnet',
+           'fit_seg', 'normalize_image', 'native_batches', 'seg_probs', 'seg_eval', 'predict_stage', 'evaluate_folder',
+           'evaluate_predictions', 'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
 def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
@@ -148,6 +148,32 @@ def seg_train_tfms(recipe:dict, # a `SegNet.recipe` (crop, scale)
     "The WSSS training augmentation: random scale, crop padded with the mean pixel (labels with 255), horizontal flip."
     return seg_transforms(mean, std, crop_size=recipe.get('crop'), scale=recipe.get('scale'), flip=True)
 
+# %% ../nbs/08_psl.ipynb #3339b89f
+SEGNETS = Registry('segmentation arch')   # name -> `factory(n_classes, weights)`: a fresh `SegNet` (with its classification branch)
+
+@SEGNETS.register('seg_small')
+def _seg_small(n_classes, weights=None):
+    from aepsl.models import seg_small
+    return seg_small(n_classes)
+@SEGNETS.register('deeplab_largefov')
+def _deeplab(n_classes, weights=None):
+    from aepsl.models import deeplab_largefov
+    return deeplab_largefov(n_classes, weights=weights)
+@SEGNETS.register('resnet_largefov')
+def _resnet(n_classes, weights=None):
+    from aepsl.models import resnet_largefov
+    return resnet_largefov(n_classes, weights=weights)
+@SEGNETS.register('lite0_seg')   # ImageNet weights from a pip package
+def _lite0(n_classes, weights=None):
+    from aepsl.models import lite0_seg
+    return lite0_seg(n_classes, weights=weights)
+
+def make_segnet(arch:str, # a name in `SEGNETS`
+                n_classes:int, # C foreground classes
+                weights=None): # 'imagenet', a state-dict file, or None / 'none' (random initialisation; big networks only)
+    "A fresh segmentation network (with its classification branch) by name."
+    return SEGNETS(arch, n_classes, weights=None if weights == 'none' else weights)
+
 # %% ../nbs/08_psl.ipynb #cc681fff
 def fit_seg(model, # a `SegNet`
             train_ds, # `SegDataset` with training transforms
@@ -173,9 +199,10 @@ def fit_seg(model, # a `SegNet`
         if loss not in ('psl', 'ssl', 'full', 'sec'): raise ValueError(f"unknown loss {loss!r}: 'psl', 'ssl', 'full' or 'sec'")
         loss = SECLoss(**(sec_kw or {})) if loss == 'sec' else PSLLoss(psl=loss == 'psl', warmup=rec.get('psl_warmup', 0.))
     set_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    dl = DataLoader(train_ds, rec['bs'], shuffle=True, drop_last=len(train_ds) > rec['bs'], generator=g,
-                    num_workers=num_workers, persistent_workers=num_workers > 0)
+    # every sample's augmentation seeded from `seed` alone: the same weights with any number of workers
+    # (the transforms flip already: no extra flip here)
+    dl = seeded_loader(train_ds, rec['bs'], seed=seed, flip=False, num_workers=num_workers,
+                       drop_last=len(train_ds) > rec['bs'], persistent_workers=num_workers > 0)
     n_ep = epochs if epochs is not None else math.ceil(rec['iters'] / len(dl)) if rec.get('iters') else rec['epochs']
     opt, sched = make_optimizer(model, n_ep * len(dl), **{k: v for k, v in rec.items() if k in ('opt', 'lr', 'wd', 'sched', 'head_mult', 'momentum')})
     if hasattr(loss, 'track') and sched is not None: loss.track(sched, n_ep * len(dl))
@@ -261,16 +288,23 @@ def predict_stage(model, # a `SegNet`
                   progress:bool=True, # tqdm progress bar
                   prohibit_classes:bool=False, # weight the scores by [1, v] of the network's own classification branch, as Ŝ does
                  )->Stage:
-    "Predict every image of `ds` at its native size and write VOC palette PNGs into `stage`, resuming per image."
+    "Predict every image of `ds` at its native size and write VOC palette PNGs into `stage`, resuming per image (sharded under `torchrun`)."
     from tqdm.auto import tqdm
-    stage.begin()
-    if stage.done: return stage
+    from aepsl.runs import is_main
+    from aepsl.train import barrier
+    if stage.check().done: return stage
     pos = {k: i for i, k in enumerate(ds.ids)}
-    todo = [pos[k] for k in stage.todo(ds.ids)]
-    bar = tqdm(total=len(todo), desc=f'predict {stage.name}', disable=not progress)
+    todo = [pos[k] for k in stage.share(ds.ids)]   # before the barrier: no rank has written yet, all agree on the shares
+    if is_main(): stage.begin()
+    barrier()
+    bar = tqdm(total=len(todo), desc=f'predict {stage.name}', disable=not (progress and is_main()))
     def jobs():
         for idx, ims, x in native_batches(ds, todo, bs, mean, std):
             f, v = seg_probs(model, x, scales, flip)
+            for j in range(len(idx)):
+                if not torch.isfinite(f[j]).all():
+                    raise FloatingPointError(f"stage {stage.name}: the network's probabilities for image {ds.ids[idx[j]]!r} are not "
+                                             f"finite (nan or inf): its training diverged; train again with a lower learning rate (--seg_lr)")
             f = (prohibit(f, v) if prohibit_classes else f).cpu().numpy()
             for j, im, p in zip(idx, ims, f):
                 bar.update()
@@ -279,21 +313,73 @@ def predict_stage(model, # a `SegNet`
         for k, _, p, _ in jobs(): save_label_png(p.argmax(0).astype(np.uint8), stage.file(k))
     else: crf_batch(jobs(), stage.folder, crf, workers=crf_workers)
     bar.close()
-    stage.finish(n_images=len(ds.ids), scales=list(scales), flip=flip, crf=None if crf is None else crf_params(crf),
-                 prohibit_classes=prohibit_classes)
+    barrier()
+    if is_main():
+        stage.finish(n_images=len(ds.ids), n_computed_rank0=len(todo), scales=list(scales), flip=flip,
+                     crf=None if crf is None else crf_params(crf), prohibit_classes=prohibit_classes)
+    barrier()
     return stage
 
 def evaluate_folder(ds, # base dataset with ground truth
                     folder, # folder of predicted `<id>.png`
+                    allow_missing:bool=False, # skip images without a prediction (listed in the result's `missing`)
                    )->SegMetric:
     "Score a folder of predicted label maps against `ds`'s ground truth (sizes checked)."
     folder = Path(getattr(folder, 'folder', folder))
+    if not folder.is_dir(): raise FileNotFoundError(f"prediction folder not found: {folder}")
     m = SegMetric(len(ds.labels[0]) + 1, ['background', *getattr(ds, 'classes', [str(c) for c in range(1, len(ds.labels[0]) + 1)])])
+    m.missing = []
     for i, k in enumerate(ds.ids):
+        if allow_missing and not (folder / f'{k}.png').is_file(): m.missing.append(k); continue
         p, g = load_label_png(folder / f'{k}.png'), _gt(ds, i)
         if p.shape != g.shape: raise ValueError(f"{folder / f'{k}.png'} is {p.shape[1]}×{p.shape[0]} but the mask of {k} is {g.shape[1]}×{g.shape[0]}")
-        m.update(torch.from_numpy(p).long(), torch.from_numpy(g).long())
+        if (bad := (p >= m.n_classes) & (g != 255)).any():   # a label no class has: name the file, not just the value
+            raise ValueError(f"{folder / f'{k}.png'} holds label {int(p[bad][0])} at a labelled pixel, but there are "
+                             f"only {m.n_classes - 1} classes (0 = background)")
+        m.update(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64)))
     return m
+
+# %% ../nbs/08_psl.ipynb #fcf69ab2
+from fastcore.script import call_parse
+from .data import VOCWSSS
+
+def evaluate_predictions(pred, # folder of palette PNGs `<id>.png`
+                         ds, # dataset with ground truth: `ids`, `classes`, `mask(i)`
+                        )->dict: # mIoU (%), per-class IoU (%), n_images scored, missing ids, pixel accuracy
+    "Score a folder of predicted label maps against a split's ground truth (`aepsl.psl.evaluate_folder`), missing ones named."
+    m = evaluate_folder(ds, pred, allow_missing=True)
+    iou = [None if not np.isfinite(v) else round(100 * float(v), 2) for v in m.iou.tolist()]
+    return dict(mIoU=round(100 * float(m.miou), 2), IoU=dict(zip(['background', *ds.classes], iou)),
+                n_images=len(ds.ids) - len(m.missing), missing=m.missing, pixel_acc=round(100 * float(m.pixel_acc), 2))
+
+def format_eval(r:dict, # `evaluate_predictions`'s result
+                what:str)->str: # what was scored, e.g. 'runs/demo/pred_crf on val'
+    "The printed table of `aepsl_eval`."
+    lines = [f"scored {what}: {r['n_images']} images, {len(r['missing'])} missing predictions"
+             + (f" (not scored: {', '.join(r['missing'][:5])}{' …' if len(r['missing']) > 5 else ''})" if r['missing'] else ''),
+             '', '| class | IoU % |', '|---|---|']
+    lines += [f"| {k} | {'—' if v is None else f'{v:.2f}'} |" for k, v in r['IoU'].items()]
+    lines += [f"| **mIoU** | **{r['mIoU']:.2f}** |"]
+    return '\n'.join(lines)
+
+@call_parse
+def aepsl_eval(pred:str=None, # folder of palette PNGs <id>.png (e.g. RUN/pred_crf)
+               data:str=None, # VOC-layout folder with the ground-truth masks
+               split:str='val', # split to score
+               allow_pickle:bool=False): # unused: only the masks are read (kept for old command lines)
+    "Score palette-PNG predictions against a split's masks; print what was scored and the per-class IoU table."
+    if pred is None or data is None: raise SystemExit("aepsl_eval: --pred DIR and --data DIR are required")
+    try: ds = VOCWSSS(data, split, label_source='mask')   # masks only: never reads (or unpickles) cls_labels.npy
+    except (FileNotFoundError, ValueError) as e: raise SystemExit(f"aepsl_eval: {e}") from None
+    if not ds.has_masks: raise SystemExit(f"aepsl_eval: split {split!r} has no masks ({ds.root / ds.mask_dir} does not exist): nothing to score")
+    if not Path(pred).is_dir(): raise SystemExit(f"aepsl_eval: prediction folder not found: {pred}")
+    r = evaluate_predictions(pred, ds)
+    if r['n_images'] == 0:
+        found = sorted(f.stem for f in Path(pred).glob('*.png'))
+        raise SystemExit(f"aepsl_eval: nothing to score: none of the {len(ds.ids)} images of split {split!r} "
+                         f"(e.g. {', '.join(ds.ids[:3])}) has a prediction <id>.png in {pred}, which holds {len(found)} PNGs"
+                         + (f" (e.g. {', '.join(found[:3])}): another split?" if found else ''))
+    print(format_eval(r, f"{pred} against {data} split {split!r}"), flush=True)
 
 # %% ../nbs/08_psl.ipynb #9e8d5189
 def gwrp(p:torch.Tensor, # B×K×N scores

@@ -4,13 +4,14 @@
 
 # %% ../nbs/01b_runs.ipynb #91abe970
 from __future__ import annotations
-import os, json, math, hashlib, logging, tempfile, time, zipfile
+import os, errno, json, math, hashlib, logging, tempfile, time, zipfile
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['RUNTIME_KEYS', 'safe_join', 'atomic_write', 'write_json', 'read_json', 'check_id', 'save_arrays', 'load_arrays',
-           'StageConfigError', 'config_hash', 'config_diff', 'Stage', 'RunFolder']
+__all__ = ['NAME_MAX', 'SUFFIX_ROOM', 'RUNTIME_KEYS', 'short_repr', 'safe_join', 'atomic_write', 'write_json', 'read_json',
+           'check_id', 'save_arrays', 'load_arrays', 'StageConfigError', 'config_hash', 'config_diff', 'Stage',
+           'read_marker', 'is_main', 'Registry', 'measure', 'RunFolder']
 
 # %% ../nbs/01b_runs.ipynb #c00b785a
 def _umask()->int:
@@ -19,16 +20,37 @@ def _umask()->int:
     os.umask(m)
     return m
 
+def short_repr(v, # any value (a config entry, a file's content)
+               n:int=200, # longest result
+              )->str:
+    "`repr(v)`, cut to `n` characters: a message never echoes a whole damaged file."
+    r = repr(v)
+    return r if len(r) <= n else f"{r[:n - 30]}… ({len(r)} characters)"
+
 def safe_join(root, # folder that the result must stay inside
               *parts, # path components below `root`
              )->Path:
-    "`root / parts`, refused with a `ValueError` when it would resolve outside `root`."
+    "`root / parts`, refused with a `ValueError` when it would resolve outside `root` (a `..` or a symbolic link)."
     root = Path(root)
     p = root.joinpath(*map(str, parts))
     r, q = root.resolve(), p.resolve()
     if q != r and r not in q.parents:
-        raise ValueError(f"refusing to write {p}: it lies outside {root}")
+        raise ValueError(f"refusing to write {p}: it lies outside {root} (it resolves to {q})")
     return p
+
+def _cause(e, tmp)->tuple:
+    "(errno, text) of a failed write: the OSError's own, or — torch hides it in a RuntimeError — a full disk or file-size limit."
+    if isinstance(e, OSError) and e.errno: return e.errno, os.strerror(e.errno)
+    try:
+        import resource
+        lim = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if lim != resource.RLIM_INFINITY and os.path.getsize(tmp) >= lim:
+            return errno.EFBIG, f"{os.strerror(errno.EFBIG)} (the file-size limit, ulimit -f, is {lim} bytes)"
+    except (ImportError, OSError): pass
+    try:
+        if os.statvfs(os.path.dirname(tmp)).f_bavail == 0: return errno.ENOSPC, os.strerror(errno.ENOSPC)
+    except (AttributeError, OSError): pass
+    return errno.EIO, f"{type(e).__name__}: {short_repr(str(e).splitlines()[0] if str(e) else '', 300)}"
 
 def atomic_write(path, # destination file
                  write, # `write(tmp_path)` writes the content to a temporary path
@@ -38,14 +60,20 @@ def atomic_write(path, # destination file
     path = Path(path)
     if root is not None: safe_join(root, os.path.relpath(path, root))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix=path.suffix)
-    os.close(fd)
-    try:
+    tmp = None
+    try:   # a short temporary name (at most 21 bytes) in the same folder, so that the rename stays atomic
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.tmp-', suffix=path.suffix if len(path.suffix) <= 8 else '')
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        no, why = _cause(e, tmp or path)   # before the temporary goes: its size tells a file-size limit
+        if tmp is not None and os.path.exists(tmp): os.remove(tmp)
+        tip = '; free some space (or raise the limit) and rerun' if no in (errno.ENOSPC, errno.EFBIG, getattr(errno, 'EDQUOT', 0)) else ''
+        raise OSError(no, f"cannot write {path}: {why} (nothing was written{tip})") from e
     except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
+        if tmp is not None and os.path.exists(tmp): os.remove(tmp)
         raise
     return path
 
@@ -68,26 +96,39 @@ def write_json(path, # destination `.json`
     text = json.dumps(_jsonable(obj), indent=1, allow_nan=False)
     return atomic_write(path, lambda t: Path(t).write_text(text + '\n'), root)
 
-def read_json(path):
-    "Read a JSON file; a missing or unreadable file raises an error that names it."
+def read_json(path, # a `.json` file
+              expect:type=None, # e.g. `dict`: the top-level type the file must hold
+             ):
+    "Read a JSON file; a missing, unreadable or (with `expect`) wrongly shaped file raises an error that names it."
     path = Path(path)
-    try: return json.loads(path.read_text())
+    try: obj = json.loads(path.read_text())
     except FileNotFoundError: raise FileNotFoundError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); it may be truncated: delete it to redo its stage") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON ({type(e).__name__}: {short_repr(str(e), 200)}); it may be truncated or "
+                         f"damaged: delete it to redo its stage") from None
+    if expect is not None and not isinstance(obj, expect):
+        raise ValueError(f"{path} is damaged: it should hold a JSON {'object' if expect is dict else expect.__name__}, "
+                         f"not {short_repr(obj, 100)}: delete it to redo its stage")
+    return obj
 
 # %% ../nbs/01b_runs.ipynb #fbec91cd
+NAME_MAX = 255   # bytes in a file name on Linux, macOS and Windows file systems
+SUFFIX_ROOM = 5  # the longest suffix a stage adds to an id: '.jpeg' ('.png', '.npz' are shorter)
+
 def check_id(image_id, # an image id from a split file or a dataset
              where:str='', # where it came from, for the message (e.g. 'train.txt line 4')
             )->str:
-    "`image_id` if it is a plain file stem; `ValueError` for separators, `..`, absolute or empty ids."
+    "`image_id` if it is a plain file stem; `ValueError` for separators, `..`, absolute, empty or too long ids."
     s = str(image_id)
+    n = len(s.encode('utf-8', 'surrogateescape'))
     bad = ('is empty' if not s.strip() else
            'contains a path separator' if '/' in s or '\\' in s or os.sep in s else
            "is '.' or '..'" if s in ('.', '..') else
            'contains ".."' if '..' in s else
-           'contains a NUL byte' if '\0' in s else None)
-    if bad: raise ValueError(f"image id {s!r}{' in ' + where if where else ''} {bad}: ids must be file names, not paths")
+           'contains a NUL byte' if '\0' in s else
+           f'is {n} bytes long: with a suffix such as .png it would exceed the {NAME_MAX}-byte limit on a file name '
+           f'(at most {NAME_MAX - SUFFIX_ROOM})' if n + SUFFIX_ROOM > NAME_MAX else None)
+    if bad: raise ValueError(f"image id {short_repr(s, 80)}{' in ' + where if where else ''} {bad}: ids must be file names, not paths")
     return s
 
 # %% ../nbs/01b_runs.ipynb #64f5780e
@@ -126,40 +167,65 @@ def _flat(d, pre=''):
 
 def config_diff(old:dict, # recorded config
                 new:dict, # requested config
-               )->list: # 'key: old -> new' for every differing (dotted) key
+               )->list: # 'key: old -> new' for every differing (dotted) key, values cut to 100 characters
     "The keys whose values differ between two configs."
     a, b = _flat(_norm(old)), _flat(_norm(new))
-    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b)) if a.get(k, '(absent)') != b.get(k, '(absent)')]
+    return [f"{k if len(k) <= 60 else k[:60] + '…'}: {short_repr(a.get(k, '(absent)'), 100)} -> {short_repr(b.get(k, '(absent)'), 100)}"
+            for k in sorted(set(a) | set(b)) if a.get(k, '(absent)') != b.get(k, '(absent)')]
+
+def _diff_text(diff, n=10)->str: return '; '.join(diff[:n]) + (f'; … and {len(diff) - n} more keys' if len(diff) > n else '')
 
 # %% ../nbs/01b_runs.ipynb #fe2c92c2
+def _stage_root(folder:Path, name:str)->Path:
+    "The folder that `name` is relative to: the run folder for a stage 'mined/step1' in `run/mined/step1`."
+    parts = Path(name).parts
+    if 1 < len(parts) < len(folder.parts) and folder.parts[-len(parts):] == parts: return folder.parents[len(parts) - 1]
+    return folder.parent
+
 class Stage:
     "One stage's folder: outputs, `started.json`, and `done.json` written last; refuses a different config."
     def __init__(self, folder, # the stage's folder (created on `begin`)
                  config:dict, # what the results depend on: own settings + upstream stage hashes
-                 name:str=None): # for messages; default: the folder's name
+                 name:str=None, # for messages; default: the folder's name
+                 root=None): # the folder it must stay inside; default: the run folder that `name` is relative to
         self.folder, self.config = Path(folder), _norm(config)
         self.name = name or self.folder.name
+        self.root = Path(root) if root is not None else _stage_root(self.folder, self.name)
         self.hash = config_hash(self.config)
+        self.fence()
     def __repr__(self): return f"Stage({self.folder}, done={self.done})"
+    def fence(self)->Path:
+        "The folder, refused (`ValueError`) if it — or a folder between it and `root` — leads outside `root`."
+        return safe_join(self.root, os.path.relpath(self.folder, self.root))
     @property
     def marker(self)->Path: return self.folder / 'done.json'
     @property
     def done(self)->bool: return self.marker.is_file()
 
 # %% ../nbs/01b_runs.ipynb #055ac713
+def read_marker(path, # a `started.json` or `done.json`
+               )->dict:
+    "A `started.json`/`done.json`, refused (`ValueError` naming it) unless it holds a 'config' object and a 'hash' string."
+    rec = read_json(path, dict)
+    if not isinstance(rec.get('config'), dict) or not isinstance(rec.get('hash'), str):
+        raise ValueError(f"{path} is damaged: a stage marker holds a 'config' object and a 'hash' string, not "
+                         f"{short_repr(rec, 100)}: delete it to redo its stage")
+    return rec
+
 def _refuse(st, rec, path):
     diff = config_diff(rec.get('config', {}), st.config)
     raise StageConfigError(
         f"stage {st.name!r} in {st.folder} was {'finished' if path.name == 'done.json' else 'started'} with another config "
-        f"({'; '.join(diff)}). Its results would be mixed with the new settings: use a new run folder "
+        f"({_diff_text(diff)}). Its results would be mixed with the new settings: use a new run folder "
         f"(another --out), or delete {st.folder} to redo this stage and the ones after it.")
 
 def _check(self:Stage):
     "Refuse (`StageConfigError`, naming the keys) if this folder was made with another config; returns self."
+    self.fence()
     for p in (self.marker, self.folder / 'started.json'):
         if p.is_file():
-            rec = read_json(p)
-            if rec.get('hash') != self.hash: _refuse(self, rec, p)
+            rec = read_marker(p)
+            if rec['hash'] != self.hash: _refuse(self, rec, p)
             break
     return self
 
@@ -174,8 +240,8 @@ Stage.check, Stage.begin = _check, _begin
 
 # %% ../nbs/01b_runs.ipynb #887a03a0
 def _file(self:Stage, image_id, suffix:str='.png')->Path:
-    "This stage's file for `image_id` (checked to be a name, not a path)."
-    return self.folder / f'{check_id(image_id, f"stage {self.name}")}{suffix}'
+    "This stage's file for `image_id` (checked to be a name, not a path, and to stay inside the folder)."
+    return safe_join(self.folder, f'{check_id(image_id, f"stage {self.name}")}{suffix}')
 
 def _todo(self:Stage, ids, suffix:str='.png')->list:
     "The ids whose output file does not exist yet: what a resumed stage still has to do."
@@ -189,15 +255,109 @@ def _finish(self:Stage, **record)->dict:
 
 def _record(self:Stage)->dict:
     "The done marker read back (an error naming it when it is missing or broken)."
-    rec = read_json(self.marker)
-    if rec.get('hash') != self.hash: _refuse(self, rec, self.marker)
+    rec = read_marker(self.marker)
+    if rec['hash'] != self.hash: _refuse(self, rec, self.marker)
     return rec
 
 Stage.file, Stage.todo, Stage.finish = _file, _todo, _finish
 Stage.record = property(_record)
 
+# %% ../nbs/01b_runs.ipynb #35cd3af1
+def _ranks():
+    "aepsl.train's (rank, world) helpers, imported late: train.py imports this module."
+    from aepsl import train
+    return train
+
+def is_main()->bool:
+    "True outside `torchrun` and on its rank 0: the process that writes shared files (markers, metrics)."
+    return _ranks().rank_world()[0] == 0
+
+def _share(self:Stage, ids, suffix:str='.png')->list:
+    "This process's share of the ids still to do (every id outside `torchrun`); call it before any rank writes (before a barrier)."
+    return _ranks().shard(self.todo(ids, suffix))
+
+def _map(self:Stage, ids, # every image id the stage must cover
+         fn, # `fn(image_id, path)` computes and writes the image's file
+         desc:str='', # progress-bar label
+         progress:bool=True, # show a bar (rank 0)
+         suffix:str='.png', # file suffix
+         summary=None, # `summary()` -> dict, called on rank 0 once every file exists: more entries for the marker
+         **record)->dict: # extra entries for the done marker
+    "Run `fn` on this rank's share of the `ids` whose file is missing; rank 0 writes the done marker after all ranks."
+    from tqdm.auto import tqdm
+    tr = _ranks()
+    if self.done: return dict(self.record, skipped=True)
+    todo, t0 = self.todo(ids, suffix), time.time()   # listed by every rank before any writes: they agree on it
+    if is_main(): self.begin()
+    tr.barrier()
+    mine = tr.shard(todo)
+    for i in tqdm(mine, desc=desc or self.name, disable=not (progress and is_main()), leave=False):
+        fn(i, self.file(i, suffix))
+    tr.barrier()
+    rec = None
+    if is_main():
+        extra = summary() if summary is not None else {}
+        rec = self.finish(n_images=len(ids), n_computed=len(todo), n_computed_rank0=len(mine),
+                          seconds=round(time.time() - t0, 2), **record, **extra)
+    tr.barrier()
+    return rec
+
+Stage.share, Stage.map = _share, _map
+
+# %% ../nbs/01b_runs.ipynb #50bee809
+class Registry:
+    "Names → factories, filled by `register`; an unknown name is refused naming the known ones."
+    def __init__(self, what:str): # what the names are, for messages, e.g. 'segmentation arch'
+        self.what, self._items = what, {}
+    def register(self, name:str=None, # default: the function's name
+                 fn=None): # the factory; None: used as a decorator
+        "Register `fn` under `name` (as a decorator when `fn` is None); returns `fn`."
+        def add(f):
+            self._items[name or f.__name__] = f
+            return f
+        return add if fn is None else add(fn)
+    def __getitem__(self, name):
+        if name not in self._items: raise ValueError(f"unknown {self.what} {name!r}: use one of {', '.join(self._items)}")
+        return self._items[name]
+    def __call__(self, name, *args, **kwargs): return self[name](*args, **kwargs)
+    def __contains__(self, name): return name in self._items
+    def __iter__(self): return iter(self._items)
+    def __len__(self): return len(self._items)
+    def __repr__(self): return f"Registry({self.what}: {', '.join(self._items)})"
+
+# %% ../nbs/01b_runs.ipynb #c4ab32d4
+from contextlib import contextmanager
+
+def _rss_peak_mb()->float:
+    try:
+        for l in open('/proc/self/status'):
+            if l.startswith('VmHWM'): return int(l.split()[1]) / 1024
+    except OSError: pass
+    import sys, resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != 'darwin' else 2 ** 20)
+
+def _reset_peak()->bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+        ok = True
+    except OSError: ok = False
+    import torch
+    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
+    return ok
+
+@contextmanager
+def measure(rec:dict): # filled with seconds, peak_rss_mb (and peak_cuda_mb)
+    "Time a block and record its peak memory."
+    import torch
+    per_stage = _reset_peak()
+    t0 = time.time()
+    try: yield rec
+    finally:
+        rec.update(seconds=round(time.time() - t0, 2), peak_rss_mb=round(_rss_peak_mb(), 1), peak_is_per_stage=per_stage)
+        if torch.cuda.is_available(): rec['peak_cuda_mb'] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+
 # %% ../nbs/01b_runs.ipynb #20729edd
-RUNTIME_KEYS = ('device', 'progress', 'num_workers', 'stop_after', 'out', 'resume')
+RUNTIME_KEYS = ('device', 'progress', 'stop_after', 'out', 'resume', 'num_workers')   # how fast, not what: loaders are seeded per sample
 
 class RunFolder:
     "A run folder: `config.json`, `log.txt`, `metrics.json` and one `Stage` folder per stage."
@@ -209,11 +369,11 @@ class RunFolder:
         f = self.out / 'config.json'
         strip = lambda c: {k: v for k, v in c.items() if k not in self.runtime_keys}
         if f.is_file():
-            old = read_json(f)
+            old = read_json(f, dict)
             if diff := config_diff(strip(old), strip(self.config)):
-                raise StageConfigError(f"{self.out} holds a run made with another config ({'; '.join(diff)}): "
+                raise StageConfigError(f"{self.out} holds a run made with another config ({_diff_text(diff)}): "
                                        f"use a new run folder (another --out), or delete {self.out}")
-        else: write_json(f, self.config)
+        else: write_json(f, self.config, self.out)
         self.log = self._logger()
 
     def _logger(self):
@@ -222,7 +382,7 @@ class RunFolder:
         log.propagate = False
         for h in list(log.handlers): h.close(); log.removeHandler(h)
         fmt = logging.Formatter('%(asctime)s %(message)s')
-        for h in (logging.FileHandler(self.out / 'log.txt'), logging.StreamHandler()):
+        for h in (logging.FileHandler(safe_join(self.out, 'log.txt')), logging.StreamHandler()):
             h.setFormatter(fmt)
             log.addHandler(h)
         return log
@@ -230,12 +390,12 @@ class RunFolder:
     def stage(self, name:str, # folder below the run folder, e.g. 'mined/step1'
               config:dict)->Stage: # the stage's config
         "The checked `Stage` for `name`."
-        return Stage(safe_join(self.out, name), config, name).check()
+        return Stage(safe_join(self.out, name), config, name, root=self.out).check()
 
     def update_metrics(self, **metrics)->dict:
         "Merge `metrics` into `metrics.json` (written atomically, valid JSON)."
         f = self.out / 'metrics.json'
-        m = read_json(f) if f.is_file() else {}
+        m = read_json(f, dict) if f.is_file() else {}
         m.update(metrics)
-        write_json(f, m)
+        write_json(f, m, self.out)
         return _jsonable(m)

@@ -15,12 +15,13 @@ from skimage.color import rgb2hsv, rgb2lab
 from skimage.feature import local_binary_pattern
 from skimage.segmentation import felzenszwalb
 from tqdm.auto import tqdm
-from .runs import atomic_write, check_id, save_arrays, load_arrays, Stage
+from .runs import atomic_write, check_id, save_arrays, load_arrays, Stage, Registry
 
 # %% auto #0
-__all__ = ['N_TEXTURE', 'HIST_BINS', 'DIST_KEYS', 'FEATURE_NAMES', 'BG_THRESHOLD', 'fh_levels', 'lm_responses', 'pixel_features',
-           'region_features', 'lab_scores', 'unsupervised_saliency', 'BackgroundSweep', 'SaliencyForest',
-           'predict_trees', 'save_saliency_png', 'read_saliency_png', 'SaliencyFolder', 'saliency_stage']
+__all__ = ['N_TEXTURE', 'HIST_BINS', 'DIST_KEYS', 'FEATURE_NAMES', 'BG_THRESHOLD', 'SALIENCY', 'fh_levels', 'lm_responses',
+           'pixel_features', 'region_features', 'lab_scores', 'unsupervised_saliency', 'BackgroundSweep',
+           'SaliencyForest', 'predict_trees', 'save_saliency_png', 'read_saliency_png', 'image_of', 'image_shape',
+           'SaliencyFolder', 'saliency_method', 'saliency_stage']
 
 # %% ../nbs/05_background.ipynb #ab72543d
 def fh_levels(image, # uint8 H×W×3 RGB image
@@ -433,15 +434,15 @@ def read_saliency_png(path, # grey PNG (mode L, I;16 or 1)
     return np.clip(a, 0, 1).astype(np.float32)
 
 # %% ../nbs/05_background.ipynb #51353325
-def _image(ds, i):
+def image_of(ds, i):
     "Image `i` of a dataset with `.image(i)` or `.images`."
     return ds.image(i) if hasattr(ds, 'image') else np.asarray(ds.images[i])
 
-def _image_shape(ds, i):
+def image_shape(ds, i):
     "(H, W) of image `i`, from the file header when the dataset has `image_path`."
     if hasattr(ds, 'image_path'):
         with Image.open(ds.image_path(i)) as im: return (im.height, im.width)
-    return tuple(_image(ds, i).shape[:2])
+    return tuple(image_of(ds, i).shape[:2])
 
 class SaliencyFolder:
     "External saliency maps: `<folder>/<id>.png`, one per image of `ds`, checked before use."
@@ -462,8 +463,8 @@ class SaliencyFolder:
                 with Image.open(p) as im: mode, size = im.mode, (im.height, im.width)
             except (UnidentifiedImageError, OSError) as e: problems.append(f'{i}: unreadable ({e})'); continue
             if mode not in _SAL_MODES: problems.append(f'{i}: mode {mode}')
-            elif check_sizes and size != tuple(_image_shape(ds, k)):
-                h, w = _image_shape(ds, k)
+            elif check_sizes and size != tuple(image_shape(ds, k)):
+                h, w = image_shape(ds, k)
                 problems.append(f'{i}: {size[1]}×{size[0]}, image {w}×{h}')
         if problems:
             raise ValueError(f"{len(problems)} saliency maps in {self.folder} are unusable (need grey PNGs, mode L or I;16, "
@@ -475,31 +476,45 @@ class SaliencyFolder:
         return read_saliency_png(self.folder / f'{self.ds.ids[i]}.png')
 
 # %% ../nbs/05_background.ipynb #5392d7cb
+SALIENCY = Registry('saliency method')   # name -> `factory(ds, arg)`: what `saliency_stage` runs; spec 'name' or 'name:arg'
+
+@SALIENCY.register('unsupervised')
+def _unsupervised(ds, arg=None): return 'unsupervised'
+@SALIENCY.register('forest')
+def _forest(ds, arg=None):
+    if not arg: raise ValueError("saliency 'forest' needs the saved forest: 'forest:FILE' (`SaliencyForest.save`)")
+    return SaliencyForest.load(arg)
+@SALIENCY.register('folder')
+def _folder(ds, arg=None):
+    if not arg: raise ValueError("saliency 'folder' needs its folder: 'folder:DIR' (grey PNGs <id>.png)")
+    return SaliencyFolder(arg, ds)
+
+def saliency_method(spec:str, # 'unsupervised', 'forest:FILE' or 'folder:DIR' (any name in `SALIENCY`)
+                    ds=None): # the data set it will run on (a folder is checked against it)
+    "The saliency method a spec names, built for `ds`."
+    name, _, arg = str(spec).partition(':')
+    return SALIENCY(name, ds, arg or None)
+
 def saliency_stage(ds, # dataset with `ids` and `image(i)` (or `images`)
                    folder, # stage folder, e.g. `<run>/saliency`
-                   method='unsupervised', # 'unsupervised', a fitted `SaliencyForest`, or a `SaliencyFolder`
+                   method='unsupervised', # a `SALIENCY` spec ('unsupervised', 'forest:FILE', 'folder:DIR'), a fitted `SaliencyForest` or a `SaliencyFolder`
                    config:dict|None=None, # extra config recorded in the stage (e.g. upstream hashes)
                    progress:bool=True, # show a progress bar
                    **kwargs, # settings of `unsupervised_saliency`
                   )->Stage:
     "Write one 8-bit grey saliency PNG per image into a resumable `Stage` folder; returns the finished stage."
+    if isinstance(method, str) and method != 'unsupervised': method = saliency_method(method, ds)
     if isinstance(method, str):
-        if method != 'unsupervised': raise ValueError(f"unknown saliency method {method!r}: use 'unsupervised', a SaliencyForest or a SaliencyFolder")
-        cfg, fn = dict(method='unsupervised', **kwargs), lambda i: unsupervised_saliency(_image(ds, i), **kwargs)
+        cfg, fn = dict(method='unsupervised', **kwargs), lambda i: unsupervised_saliency(image_of(ds, i), **kwargs)
     elif isinstance(method, SaliencyForest):
         if method.trees is None: raise RuntimeError("the SaliencyForest is not fitted")
         h = hashlib.sha256(b''.join(np.ascontiguousarray(method.trees[k]).tobytes() for k in sorted(method.trees))).hexdigest()[:16]
-        cfg, fn = dict(method='forest', forest=method.config, trees=h), lambda i: method(_image(ds, i))
+        cfg, fn = dict(method='forest', forest=method.config, trees=h), lambda i: method(image_of(ds, i))
     elif isinstance(method, SaliencyFolder):
         cfg, fn = dict(method='external', folder=str(method.folder.resolve())), method
     else: raise TypeError(f"method must be 'unsupervised', a SaliencyForest or a SaliencyFolder, got {type(method).__name__}")
-    st = Stage(folder, dict(cfg, **(config or {})), 'saliency').begin()
-    if st.done: return st
+    st = Stage(folder, dict(cfg, **(config or {})), 'saliency').check()
     ids = [check_id(i, 'saliency stage') for i in ds.ids]
     pos = {i: k for k, i in enumerate(ids)}
-    todo = st.todo(ids)
-    t0 = time.time()
-    for i in tqdm(todo, disable=not progress, desc='saliency'):
-        save_saliency_png(fn(pos[i]), st.file(i), root=st.folder)
-    st.finish(n_images=len(ids), n_computed=len(todo), seconds=round(time.time() - t0, 2))
+    st.map(ids, lambda i, path: save_saliency_png(fn(pos[i]), path, root=st.folder), 'saliency', progress)
     return st

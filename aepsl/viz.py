@@ -156,7 +156,11 @@ def load_label_png(path, # a label PNG written by `save_label_png` or a VOC `Seg
     "Read a palette (or greyscale) label PNG as its raw indices."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(errno.ENOENT, "label PNG not found", str(path))
-    with Image.open(path) as im:
-        if im.mode not in ('P', 'L'):
-            raise ValueError(f"{path}: expected a palette or greyscale label PNG, got mode {im.mode}")
-        return np.array(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ('P', 'L'):
+                raise ValueError(f"{path}: expected a palette or greyscale label PNG, got mode {im.mode}")
+            return np.array(im, dtype=np.uint8)
+    except (OSError, SyntaxError, EOFError) as e:   # PIL's errors for truncated or damaged files name no path
+        raise ValueError(f"cannot read label PNG {path} ({e}); it may be truncated or damaged: "
+                         f"delete it to redo its stage") from None

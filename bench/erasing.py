@@ -8,12 +8,9 @@ import argparse, json, platform, subprocess, sys, time
 from pathlib import Path
 import numpy as np, torch
 from aepsl.data import SyntheticWSSS, seg_transforms
-from aepsl.metrics import SegMetric
 from aepsl.models import small_cnn
 from aepsl.train import fit_classifier, default_device
-from aepsl.cam import cam_batches
-from aepsl.erasing import (AdversarialErasing, ErasedDataset, HideAndSeek, ACoL, fit_acol, acol_cam, mine_regions,
-                           regions_to_label_map, region_quality, PRESETS)
+from aepsl.erasing import MINERS, ErasedDataset, PRESETS
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument('--n_train', type=int, default=600); p.add_argument('--n_holdout', type=int, default=200)
@@ -37,7 +34,7 @@ def save(**extra):
 
 res = dict(command=' '.join(['python'] + sys.argv), machine=machine())
 out = a.run
-ae = AdversarialErasing(trn, hold, out, max_steps=a.steps, rho=0.01)
+ae = MINERS('ae', trn, hold, out, max_steps=a.steps, rho=0.01)   # the erasing stage of aepsl_run
 t0 = time.perf_counter(); steps = ae.run(); t_ae = time.perf_counter() - t0
 quality = ae.evaluate()
 n_rule = ae.run(max_steps=PRESETS['cpu']['max_steps'], rho=PRESETS['cpu']['rho']) and ae.n_used
@@ -65,28 +62,15 @@ save(ae_s=round(t_ae, 1), plain_training_s=round(t_plain, 1), overhead_pct=round
 print(f"AE {t_ae:.1f} s vs plain {t_plain:.1f} s: overhead {res['overhead_pct']:+.1f} %", flush=True)
 if a.skip_baselines: sys.exit(0)
 
-# baselines: one classifier each, on the original images, regions at the same delta
-def score(cam_iter):
-    m = SegMetric(C + 1)
-    for cams, y, msk in cam_iter:
-        for cam, lab, gt in zip(cams.numpy(), y.numpy(), msk):
-            lm = regions_to_label_map(mine_regions(cam[None], lab[None], cfg['delta'])[0].astype(np.uint8))
-            m.update(torch.from_numpy(lm).long(), gt.long())
-    return region_quality(m)
-evalds = ErasedDataset(trn, [], mean, std, with_masks=True)
-torch.manual_seed(1)
-has = small_cnn(C)
-fit_classifier(has, HideAndSeek(plain), hds, epochs=cfg['epochs'], patience=cfg['patience'], bs=cfg['bs'], flip=False, seed=1, progress=False)
-has_q = score(cam_batches(has, evalds, bs=64))
-torch.manual_seed(1)
-acol = ACoL(small_cnn(C).features, 128, C)
-fit_acol(acol, plain, hds, epochs=cfg['epochs'], patience=cfg['patience'], bs=cfg['bs'], flip=False, seed=1, progress=False)
-def acol_iter():
-    dl = torch.utils.data.DataLoader(evalds, 64)
-    for x, y, m in dl: yield acol_cam(acol, x, y), y, m
-acol_q = score(acol_iter())
+# baselines: the miners `aepsl_run --miner has|acol` runs (aepsl.erasing.MINERS), one classifier each, the same delta
+base = {}
+for name in ('has', 'acol'):
+    m = MINERS(name, trn, hold, f'{out}_{name}', seed=0)
+    st = m.run()
+    base[name] = (round(st[0]['holdout_mAP'], 3), q(m.evaluate()[0]))
+has_q, acol_q = base['has'], base['acol']
 
-rows[1:1] = [dict(method='Hide-and-Seek', held_out_mAP=None, **has_q), dict(method='ACoL', held_out_mAP=None, **acol_q)]
+rows[1:1] = [dict(method='Hide-and-Seek', held_out_mAP=has_q[0], **has_q[1]), dict(method='ACoL', held_out_mAP=acol_q[0], **acol_q[1])]
 save(rows=rows)
 print(json.dumps(res, indent=1))
 print('\n| method | held-out mAP | mIoU | precision | recall |\n|---|---|---|---|---|')

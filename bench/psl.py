@@ -4,7 +4,9 @@ training throughput of PSL through the shared `fit` loop against a bare PyTorch 
 
 The pseudo labels are the real pipeline's: adversarial erasing (`aepsl.erasing`, preset 'cpu') mines the objects,
 unsupervised saliency (`aepsl.saliency`) gives the background, `aepsl.pseudo` merges them with 255 where in doubt.
-SEC's seeds are the same rule applied to the first erasing step's CAM regions only (no erasing).
+SEC's seeds are the same stage (`pseudo_stage`) on the first erasing step's CAM regions only (no erasing).
+These are the stage functions `aepsl_run` calls (`aepsl.pipeline`), so the table measures the user's code path.
+(A --run folder made before this change holds `seeds/` under another config: use a new --run or delete it.)
 Every stage lives in a resumable run folder (`--run`); the table goes to bench/results/psl.json and psl.md.
 
     python bench/psl.py [--n_train 400] [--n_holdout 100] [--n_test 100] [--epochs 30] [--run /tmp/aepsl_bench_psl]
@@ -21,12 +23,11 @@ from fastcore.script import call_parse
 from aepsl.data import SyntheticWSSS
 from aepsl.models import seg_small
 from aepsl.runs import RunFolder, write_json, atomic_write
-from aepsl.erasing import AdversarialErasing
-from aepsl.saliency import saliency_stage, read_saliency_png
-from aepsl.pseudo import pseudo_stage, pseudo_label
-from aepsl.viz import save_label_png
+from aepsl.erasing import MINERS
+from aepsl.saliency import saliency_stage
+from aepsl.pseudo import pseudo_stage
 from aepsl.train import default_device, load_checkpoint
-from aepsl.psl import SegDataset, seg_train_tfms, fit_seg, predict_stage, evaluate_folder, PSLLoss
+from aepsl.psl import SegDataset, seg_train_tfms, fit_seg, predict_stage, evaluate_folder, make_segnet
 
 METHODS = {  # name -> (label source, loss)
     'full': ('gt', 'full'), 'sec': ('seeds', 'sec'), 'ssl': ('pseudo', 'ssl'), 'psl': ('pseudo', 'psl')}
@@ -99,17 +100,14 @@ def main(n_train:int=400, # training images (image-level labels only, except for
     rf.log.info(f'machine: {machine()}')
 
     # pseudo labels: adversarial erasing + saliency, the real pipeline
-    ae = AdversarialErasing(trn, hold, Path(run) / 'ae', preset='cpu', seed=seed, patience=ae_patience)
+    ae = MINERS('ae', trn, hold, Path(run) / 'ae', preset='cpu', seed=seed, patience=ae_patience)   # aepsl_run's erasing stage
     ae.run()
     objs = ae.write_pseudo_objects()
     sal = saliency_stage(trn, Path(run) / 'saliency', progress=False)
     pseudo = pseudo_stage(trn, Path(run) / 'pseudo', sal.folder, objs.folder, config=dict(objects=objs.hash, saliency=sal.hash), progress=False)
-    seeds = rf.stage('seeds', dict(step=1, objects=objs.hash, saliency=sal.hash)).begin()
-    if not seeds.done:
-        for i, k in enumerate(trn.ids):
-            s = read_saliency_png(sal.folder / f'{k}.png', trn.image(i).shape[:2])
-            save_label_png(pseudo_label(ae.label_map(i, max_step=1, conflict=255), s), seeds.file(k))
-        seeds.finish(n_images=len(trn.ids))
+    # SEC's seeds: the same stage and rule, on the first step's regions only (no erasing)
+    seeds = pseudo_stage(trn, Path(run) / 'seeds', sal.folder, objects=lambda i: ae.label_map(i, max_step=1, conflict=255),
+                         config=dict(step=1, objects=objs.hash, saliency=sal.hash), progress=False)
     rf.log.info(f'AE steps used: {ae.n_used}; pseudo-label quality: {json.dumps(pseudo.record.get("quality", {}))[:300]}')
     dirs = dict(gt=None, pseudo=pseudo.folder, seeds=seeds.folder)
 
@@ -122,7 +120,7 @@ def main(n_train:int=400, # training images (image-level labels only, except for
         st = rf.stage(f'seg/{tag}', dict(labels=src, loss=loss, epochs=epochs, seed=s_,
                                           upstream=None if src == 'gt' else (pseudo.hash if src == 'pseudo' else seeds.hash))).begin()
         torch.manual_seed(s_)
-        m = seg_small(len(trn.classes))
+        m = make_segnet('seg_small', len(trn.classes))   # aepsl_run's --seg_arch registry
         t0 = time.time()
         if not st.done:
             ds = SegDataset(trn, dirs[src], tfms=seg_train_tfms(m.recipe))

@@ -351,7 +351,7 @@ def test_atomic_write_is_runs_writer(tmp_path):
     import aepsl.runs
     assert atomic_write is aepsl.runs.atomic_write
     def boom(p): Path(p).write_text('half'); raise RuntimeError('disk full')
-    with pytest.raises(RuntimeError): atomic_write(tmp_path / 'out.txt', boom)
+    with pytest.raises((RuntimeError, OSError), match='disk full'): atomic_write(tmp_path / 'out.txt', boom)   # runs may wrap it
     assert list(tmp_path.iterdir()) == []
 
 # ---- transforms, stats ----
@@ -381,7 +381,8 @@ def test_mean_pixel_streams_datasets(voc):
 
 def test_synthetic_bad_args():
     with pytest.raises(ValueError, match='n=0'): SyntheticWSSS(0)
-    with pytest.raises(ValueError, match='n_classes'): SyntheticWSSS(2, n_classes=7)
+    with pytest.raises(ValueError, match='n_classes'): SyntheticWSSS(2, n_classes=21)   # 5 patterns × 4 inks
+    with pytest.raises(ValueError, match='n_classes'): SyntheticWSSS(2, n_classes=0)
 
 # ---- command line ----
 
@@ -405,3 +406,288 @@ def test_console_script_exit_status(tmp_path):
     assert [ds.image_path(i).suffix for i in range(2)] == ['.jpg', '.png']
     r = subprocess.run([exe, '--out', str(tmp_path / 'bad'), '--sizes', '64by96'], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and '64by96' in r.stderr
+
+# ---- issue 17: trustworthy runs, data side ----
+
+import warnings, json
+from aepsl.data import scan_dataset, check_class_coverage, data_fingerprint, check_wsss_data, read_class_names
+
+@pytest.fixture
+def v32(tmp_path):
+    return synthetic_voc(tmp_path / 'v32', n_train=4, n_val=2, size=32, seed=1)
+
+def split_file(root, name='train'): return Path(root) / 'ImageSets' / 'Segmentation' / f'{name}.txt'
+
+def test_cli_refuses_folder_it_did_not_write(tmp_path):
+    root = small_voc(tmp_path / 'voc', ids=['a', 'b'])
+    before = {f: (root / f).read_bytes() for f in files_under(root)}
+    with pytest.raises(ValueError, match='not written by aepsl_data') as e: main_synthetic(out=str(root), n_train=2, n_val=1, size=32)
+    assert str(root) in str(e.value)
+    assert {f: (root / f).read_bytes() for f in files_under(root)} == before   # nothing replaced, nothing added
+
+def test_cli_rerun_same_args_ok_other_args_refused(tmp_path):
+    out = tmp_path / 'synth'
+    main_synthetic(out=str(out), n_train=2, n_val=1, size=32)
+    assert json.loads((out / 'aepsl_data.json').read_text())['n_train'] == 2
+    main_synthetic(out=str(out), n_train=2, n_val=1, size=32)          # the same set again: allowed
+    with pytest.raises(ValueError, match=r'n_train=2 \(now 3\)'): main_synthetic(out=str(out), n_train=3, n_val=1, size=32)
+    assert len(VOCWSSS(out, 'train')) == 2
+
+@pytest.mark.parametrize('kw,msg', [(dict(size=0), '--size 0'), (dict(size=-4), '--size -4'), (dict(seed=-1), '--seed -1'),
+                                    (dict(n_train=0), '--n_train 0'), (dict(n_val=0), '--n_val 0'),
+                                    (dict(sizes='0x5'), '--sizes'), (dict(sizes='64x96x3'), '--sizes'),
+                                    (dict(formats='gif'), "--formats: unknown image format 'gif'"), (dict(formats=','), '--formats')])
+def test_cli_bad_args_refused_before_any_write(tmp_path, kw, msg):
+    out = tmp_path / 'synth'
+    with pytest.raises(ValueError) as e: main_synthetic(out=str(out), **{**dict(n_train=2, n_val=1, size=32), **kw})
+    assert msg in str(e.value)
+    assert not out.exists()
+
+def test_console_script_bad_size_message(tmp_path):
+    exe = shutil.which('aepsl_data', path=str(Path(sys.executable).parent)) or shutil.which('aepsl_data')
+    r = subprocess.run([exe, '--out', str(tmp_path / 'o'), '--size', '0'], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and '--size 0 must be an integer ≥ 1' in r.stderr
+    assert not (tmp_path / 'o').exists()
+
+@pytest.mark.parametrize('kw,msg', [(dict(n_train=0), 'n_train'), (dict(n_val=0), 'n_val'), (dict(seed=-1), 'seed'), (dict(size=0), 'size')])
+def test_synthetic_voc_bad_args_write_nothing(tmp_path, kw, msg):
+    with pytest.raises(ValueError, match=msg): synthetic_voc(tmp_path / 'o', **{**dict(n_train=2, n_val=1, size=32), **kw})
+    assert not (tmp_path / 'o').exists()
+
+def test_split_duplicate_id_with_windows_line_ends(v32):
+    f = split_file(v32, 'crlf'); f.write_bytes(b'a\r\nb\r\n')
+    from aepsl.data import read_split
+    assert read_split(f) == ['a', 'b']                    # no stray \r
+    f.write_bytes(b'a\r\nb\r\na\n')                       # 'a\r' and 'a' are the same id
+    with pytest.raises(ValueError) as e: VOCWSSS(v32, 'crlf')
+    assert str(f) in str(e.value) and "'a' twice, on lines 1 and 3" in str(e.value)
+
+def test_names_labels_duplicate_id_refused(v32):
+    ids = VOCWSSS(v32, 'train').ids
+    f = v32 / 'ImageSets' / 'Segmentation' / 'train_labels.txt'
+    f.write_text(''.join(f'{i} checker\n' for i in ids) + f'{ids[1]} dots\n')   # today the last line would win
+    with pytest.raises(ValueError) as e: VOCWSSS(v32, 'train', with_masks=False)
+    assert str(f) in str(e.value) and f"'{ids[1]}' twice, on lines 2 and 5" in str(e.value)
+
+def test_cls_labels_ids_duplicate_refused(tmp_path):
+    root = small_voc(tmp_path, ['a', 'b'])
+    np.save(root / 'cls_labels.npy', np.eye(20, dtype=np.float32)[[1, 2, 3]]); (root / 'cls_labels_ids.txt').write_text('a\nb\na\n')
+    with pytest.raises(ValueError, match="cls_labels_ids.txt lists 'a' twice, on lines 1 and 3"): VOCWSSS(root, 'train')
+
+def test_class_names_empty_or_duplicate_refused(v32):
+    f = v32 / 'class_names.txt'
+    f.write_text('\n  \n')
+    with pytest.raises(ValueError) as e: VOCWSSS(v32, 'train')
+    assert str(f) in str(e.value) and 'names no class' in str(e.value)
+    f.write_text('hstripes\nvstripes\nchecker\nvstripes\ndots\n')
+    with pytest.raises(ValueError, match="'vstripes' twice, on lines 2 and 4"): VOCWSSS(v32, 'train')
+    with pytest.raises(ValueError, match="'cat'"): VOCWSSS(v32, 'train', classes=['cat', 'dog', 'cat'])
+    (v32 / 'ok.txt').write_text('background\nx\ny\n'); assert read_class_names(v32 / 'ok.txt') == ('x', 'y')
+
+def test_class_only_in_val_warns(v32):
+    trn, val = VOCWSSS(v32, 'train'), VOCWSSS(v32, 'val')
+    with warnings.catch_warnings(): warnings.simplefilter('error'); check_class_coverage(trn, trn)   # no warning
+    c = int(np.argmax(val.labels.sum(0)))
+    for k in range(len(trn)):   # remove class c from every training mask
+        m = trn.mask(k); m[m == c + 1] = 0; save_label_png(m, trn.mask_path(k))
+    with pytest.warns(UserWarning, match=repr(trn.classes[c])): miss = check_class_coverage(VOCWSSS(v32, 'train'), val)
+    assert trn.classes[c] in miss
+
+def test_exif_rotated_jpeg_warned_once_not_rotated(v32):
+    ds = VOCWSSS(v32, 'train'); p = ds.image_path(1); img = ds.image(1)
+    e = Image.Exif(); e[0x0112] = 6
+    Image.fromarray(img).save(p, quality=100, exif=e)
+    stored = ds.image(1)
+    with pytest.warns(UserWarning) as w: r = scan_dataset(ds, 'training')
+    assert len([x for x in w if 'EXIF' in str(x.message)]) == 1 and str(p) in str(w[0].message)
+    assert r['rotated'] == [str(p)] and stored.shape == img.shape          # read as stored: matches the mask
+    np.testing.assert_array_equal(ds.mask(1).shape, stored.shape[:2])
+    with warnings.catch_warnings(): warnings.simplefilter('error'); scan_dataset(ds, 'training')   # once per data set
+
+def test_scan_ok_and_synthetic_noop(v32):
+    r = scan_dataset(VOCWSSS(v32, 'train'), 'training')
+    assert r['n'] == 4 and r['rotated'] == []
+    assert scan_dataset(SyntheticWSSS(3, size=32), 'training')['n'] == 0
+
+def test_scan_truncated_jpeg(v32):
+    ds = VOCWSSS(v32, 'train'); p = ds.image_path(2); b = p.read_bytes(); p.write_bytes(b[:len(b) // 2])
+    with pytest.raises(ValueError) as e: scan_dataset(ds, 'training')
+    assert str(p) in str(e.value) and ds.ids[2] in str(e.value)
+
+def test_scan_truncated_png_mask(v32):
+    ds = VOCWSSS(v32, 'train'); q = ds.mask_path(3); b = q.read_bytes(); q.write_bytes(b[:len(b) - 30])
+    with pytest.raises(ValueError, match=re.escape(str(q))): scan_dataset(ds, 'training')
+
+def test_scan_size_mismatch_names_both_files(v32):
+    ds = VOCWSSS(v32, 'val'); save_label_png(np.zeros((30, 32), np.uint8), ds.mask_path(1))
+    with pytest.raises(ValueError) as e: scan_dataset(ds, 'held-out')
+    msg = str(e.value)
+    assert ds.ids[1] in msg and str(ds.mask_path(1)) in msg and str(ds.image_path(1)) in msg and '32×30' in msg and '32×32' in msg
+
+def test_scan_missing_files(v32):
+    ds = VOCWSSS(v32, 'train'); os.remove(ds.mask_path(0))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(ds.mask_path(0)))): scan_dataset(ds, 'training')
+    assert scan_dataset(VOCWSSS(v32, 'train', with_masks=False))['n'] == 4    # no masks: none checked
+    os.remove(ds.image_path(3))
+    with pytest.raises(FileNotFoundError, match=ds.ids[3]): scan_dataset(VOCWSSS(v32, 'train', with_masks=False))
+
+def test_fingerprint_covers_file_content(v32, tmp_path):
+    fp = data_fingerprint(VOCWSSS(v32, 'train'))
+    assert {'n', 'classes', 'ids_labels', 'images', 'masks'} <= set(fp)
+    assert data_fingerprint(VOCWSSS(v32, 'train')) == fp                       # untouched: equal
+    shutil.copytree(v32, tmp_path / 'copy')                                   # new mtimes, same bytes
+    cp = data_fingerprint(VOCWSSS(tmp_path / 'copy', 'train'))
+    assert (cp['images'], cp['masks'], cp['ids_labels']) == (fp['images'], fp['masks'], fp['ids_labels'])
+    ds = VOCWSSS(v32, 'train'); p = ds.image_path(0)
+    Image.fromarray(ds.image(0)[:, ::-1].copy()).save(p, quality=95)         # mirrored: same size, same labels
+    fp2 = data_fingerprint(VOCWSSS(v32, 'train'))
+    assert fp2['ids_labels'] == fp['ids_labels'] and fp2['images'] != fp['images'] and fp2['masks'] == fp['masks']
+    m = ds.mask(1); save_label_png(np.where(m == 255, 0, m)[:, ::-1].copy(), ds.mask_path(1))
+    fp3 = data_fingerprint(VOCWSSS(v32, 'train'))
+    assert fp3['masks'] != fp2['masks'] and fp3['images'] == fp2['images']
+
+def test_fingerprint_cached_on_dataset(v32):
+    ds = VOCWSSS(v32, 'train'); fp = data_fingerprint(ds)
+    os.remove(ds.image_path(0))                                               # a second call reads nothing
+    assert data_fingerprint(ds) == fp
+    with pytest.raises(FileNotFoundError): data_fingerprint(ds, refresh=True)
+
+def test_fingerprint_keeps_old_keys_and_synthetic_params():
+    import hashlib
+    ds = SyntheticWSSS(3, size=32, seed=1)
+    fp = data_fingerprint(ds)
+    h = hashlib.sha256('\n'.join(ds.ids).encode()); h.update(np.ascontiguousarray(ds.labels, np.float32).tobytes())
+    assert fp['ids_labels'] == h.hexdigest()[:16] and fp['n'] == 3 and fp['classes'] == list(SYNTH_CLASSES)
+    assert data_fingerprint(SyntheticWSSS(3, size=32, seed=2))['images'] != fp['images']
+    assert data_fingerprint(SyntheticWSSS(3, size=32, seed=1, noise_sd=2.))['images'] != fp['images']
+    assert data_fingerprint(SyntheticWSSS(3, size=32, seed=1)) == fp
+
+def test_check_wsss_data_in_data():
+    ds = SyntheticWSSS(3, size=32); check_wsss_data(ds, 'training')
+    ds._labels = ds.labels * 2
+    with pytest.raises(ValueError, match='training'): check_wsss_data(ds, 'training')
+
+def test_scoring_needs_no_pickle_and_message_is_honest(tmp_path):
+    ids = ['2007_000032', '2007_000039']
+    root = small_voc(tmp_path, ids); pickled_cls_labels(root, ids)
+    ds = VOCWSSS(root, 'train', label_source='mask')                         # the pickle is never opened
+    assert ds.label_source == 'mask' and ds.labels.shape == (2, 20)
+    with pytest.raises(ValueError) as e: VOCWSSS(root, 'train')
+    msg = str(e.value)
+    assert "label_source='mask'" in msg and 'unpickles' in msg and 'trust' in msg and 'convert_cls_labels' in msg
+
+# ---- issue 15: the harder development benchmark (variant='hard') ----
+
+import hashlib
+from aepsl.data import synth_classes, synth_variant, SYNTH_VARIANTS
+
+def _hash(*arrays):
+    h = hashlib.sha256()
+    for a in arrays: h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+def test_builtin_set_byte_identical():
+    "Hashes computed with the code before the variant existed (HEAD e980d80): the built-in set is what the defaults were tuned on."
+    assert _hash(*synthetic_sample(7)) == '3170902508b6e6c1'
+    ds = SyntheticWSSS(20, seed=0)
+    assert _hash(*[ds.image(i) for i in range(20)], *[ds.mask(i) for i in range(20)], ds.labels,
+                 *[ds.part(i) for i in range(20)]) == '3093bc08ea3e8260'
+    mx = SyntheticWSSS(6, sizes=[(64, 96), (96, 96), (120, 80)], seed=2)
+    assert _hash(*[mx.image(i) for i in range(6)], *[mx.mask(i) for i in range(6)], mx.labels) == '2bcbcd0d0ee5c561'
+    assert _hash(*synthetic_sample(5, size=64, seed=1, n_classes=3)) == '4dd82201609595df'
+    assert ds.classes == SYNTH_CLASSES and ds.kwargs == {} and ds.sizes is None
+
+def test_hard_variant_deterministic_per_image():
+    a, b = SyntheticWSSS(30, variant='hard', seed=4), SyntheticWSSS(6, variant='hard', seed=4, start=24)   # sizes cycle by 4
+    for i in range(6):
+        np.testing.assert_array_equal(a.image(24 + i), b.image(i)); np.testing.assert_array_equal(a.mask(24 + i), b.mask(i))
+    c = SyntheticWSSS(30, variant='hard', seed=5)
+    assert any(a.image(i).shape != c.image(i).shape or (a.image(i) != c.image(i)).any() for i in range(4))
+    assert a._arrays is None   # generated per image, never stacked
+
+def test_hard_variant_masks_labels_scales_sizes():
+    ds = SyntheticWSSS(240, variant='hard', seed=0)
+    assert len(ds.classes) == 20 == len(set(ds.classes)) and ds.classes[:5] == SYNTH_CLASSES
+    n, area, shapes = ds.labels.sum(1), [], set()
+    assert n.min() >= 1 and n.max() == 4 and set(n.tolist()) == {1, 2, 3, 4}
+    assert (ds.labels.sum(0) > 0).all()                                             # every class appears
+    for i in range(len(ds)):
+        m, p = ds.mask(i), ds.part(i); shapes.add(m.shape)
+        present = {int(c) + 1 for c in np.flatnonzero(ds.labels[i])}
+        assert set(np.unique(m).tolist()) - {0, 255} == present                      # labels are the mask's classes
+        assert (m[p] != 0).all()                                                      # parts lie on objects
+        for c in present:
+            assert ((m == c) & p).any()                                               # every object shows its part
+            area.append((m == c).mean())
+    assert shapes == {(64, 96), (96, 96), (120, 80), (80, 128)}
+    area = np.array(area)
+    assert (area < 0.01).mean() > 0.1 and (area > 0.1).mean() > 0.1 and area.max() > 0.3   # small and large objects
+
+def test_hard_variant_square_scenes_valid():
+    "The generator called directly (square scenes, overlap on): valid label values, labels equal to the mask's classes."
+    for i in range(20):
+        img, m, y, p = synthetic_sample(i, size=128, seed=3, **{k: v for k, v in synth_variant('hard').items() if k != 'sizes'})
+        assert m.dtype == np.uint8 and set(np.unique(m).tolist()) <= set(range(21)) | {255}
+        assert (m[p] != 0).all() and p.any()
+        np.testing.assert_array_equal(y, labels_from_mask(m, 20))
+
+def test_hard_variant_arguments():
+    assert SyntheticWSSS(2, variant='hard', n_classes=8).classes == synth_classes(8)    # kwargs override the variant
+    assert SyntheticWSSS(2, variant='hard', sizes=[(40, 50)]).image(1).shape == (40, 50, 3)
+    v = synth_variant('hard'); v['n_classes'] = 3
+    assert SYNTH_VARIANTS['hard']['n_classes'] == 20                                    # a copy
+    assert synth_variant(None) == {} == synth_variant('')
+    with pytest.raises(ValueError, match='known: hard'): SyntheticWSSS(2, variant='nope')
+    with pytest.raises(ValueError, match='scale_range'): synthetic_sample(0, scale_range=(0.5, 0.1))
+    with pytest.raises(ValueError, match='window'): synthetic_sample(0, size=32, scale_range=(.1, .5), window=(40, 20))
+    with pytest.raises(ValueError, match='1..20'): synth_classes(21)
+
+def test_hard_variant_is_fast():
+    import time
+    t = time.perf_counter(); SyntheticWSSS(200, variant='hard', seed=9).labels
+    assert time.perf_counter() - t < 20   # ~0.5 s here; generous for a loaded 2-core machine
+
+def test_hard_voc_round_trip_and_cli(tmp_path):
+    root = synthetic_voc(tmp_path / 'h', n_train=5, n_val=3, seed=2, variant='hard')
+    ref = SyntheticWSSS(8, seed=2, variant='hard')
+    trn, val = VOCWSSS(root, 'train'), VOCWSSS(root, 'val')
+    assert trn.classes == ref.classes and read_class_names(root / 'class_names.txt') == synth_classes(20)
+    np.testing.assert_array_equal(np.concatenate([trn.labels, val.labels]), ref.labels)
+    for i in range(5): np.testing.assert_array_equal(trn.mask(i), ref.mask(i))
+    out = tmp_path / 'cli'
+    main_synthetic(out=str(out), n_train=3, n_val=2, variant='hard')
+    info = json.loads((out / 'info.json').read_text())
+    assert info['variant'] == 'hard' and info['variant_params']['n_classes'] == 20 and info['variant_params']['clutter'] == 3
+    assert info['variant_params']['sizes'] == [[64, 96], [96, 96], [120, 80], [80, 128]] and len(info['classes']) == 20
+    main_synthetic(out=str(out), n_train=3, n_val=2, variant='hard')                   # same arguments: allowed
+    with pytest.raises(ValueError, match="variant='hard' \\(now None\\)"): main_synthetic(out=str(out), n_train=3, n_val=2)
+    with pytest.raises(ValueError, match='--variant'): main_synthetic(out=str(tmp_path / 'new'), variant='nope')
+    assert not (tmp_path / 'new').exists()
+
+def test_cli_output_of_earlier_version_still_accepted(tmp_path):
+    "An aepsl_data.json written before --variant existed has no 'variant': it is the built-in set."
+    out = tmp_path / 'old'
+    main_synthetic(out=str(out), n_train=2, n_val=1, size=32)
+    j = out / 'aepsl_data.json'; a = json.loads(j.read_text()); del a['variant']; j.write_text(json.dumps(a))
+    main_synthetic(out=str(out), n_train=2, n_val=1, size=32)
+    with pytest.raises(ValueError, match="variant=None"): main_synthetic(out=str(out), n_train=2, n_val=1, size=32, variant='hard')
+
+def test_console_script_variant(tmp_path):
+    exe = shutil.which('aepsl_data', path=str(Path(sys.executable).parent)) or shutil.which('aepsl_data')
+    out = tmp_path / 'hard'
+    r = subprocess.run([exe, '--out', str(out), '--n_train', '3', '--n_val', '1', '--variant', 'hard'],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'MPLBACKEND': 'Agg'})
+    assert r.returncode == 0, r.stderr
+    assert len((out / 'class_names.txt').read_text().split()) == 20 and '"variant": "hard"' in r.stdout
+
+def test_hard_variant_front_most_parts_match_mask():
+    "Where a part is visible, the image shows that class's inks: mask and image agree on which object is in front."
+    from aepsl.data import SYNTH_INKS
+    inks = 255 * np.array(list(SYNTH_INKS.values()))                    # (4 inks, light/dark, RGB)
+    ds = SyntheticWSSS(60, variant='hard', seed=6)
+    for i in range(len(ds)):
+        img, m, y, p = ds.sample(i)
+        for c in np.flatnonzero(y):
+            px = img[p & (m == c + 1)].astype(float)                     # noise sd 6: within 40 grey levels of an ink
+            d = np.abs(px[:, None] - inks[c // 5][None]).max(-1).min(-1)
+            assert (d < 40).mean() > 0.99, (i, c)

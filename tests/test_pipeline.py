@@ -146,3 +146,72 @@ def test_ddp_pipeline_gloo(voc, run_a, tmp_path):
     one, two = ladder(run_a[0]), ladder(out)
     assert one.keys() == two.keys()
     for k in ('CAM', 'AE step 1', 'AE-PSL + CRF'): assert abs(one[k] - two[k]) < 12, (k, one, two)
+
+TINY_KW = dict(epochs=2, max_steps=2, seg_epochs=3)
+
+def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
+    "Each stage folder of `aepsl_run` is what its module's stage function writes on the same input; metrics.json is complete."
+    from aepsl.pipeline import Splits
+    from aepsl.saliency import saliency_stage, read_saliency_png
+    from aepsl.pseudo import pseudo_stage
+    from aepsl.psl import predict_stage, evaluate_folder
+    from aepsl.runs import Stage
+    from aepsl.viz import load_label_png
+    out = run_a[0]
+    p = Pipeline(voc, out, 'cpu', progress=False, **TINY_KW)
+    p.erasing()   # done: reads the steps back
+    c, trn, ev = p.cfg, p.trn, p.ev
+    same = lambda a, b, ids, read: all(np.array_equal(read(a / f'{k}.png'), read(b / f'{k}.png')) for k in ids)
+    sal = saliency_stage(Splits(trn, ev), tmp_path / 'saliency', scales=c['sal_scales'], w_contrast=c['w_contrast'], progress=False)
+    assert same(out / 'saliency', sal.folder, list(trn.ids) + list(ev.ids), read_saliency_png)
+    ps = pseudo_stage(trn, tmp_path / 'pseudo', out / 'saliency', objects=out / 'pseudo_objects', bg_threshold=c['bg_threshold'], progress=False)
+    assert same(out / 'pseudo', ps.folder, trn.ids, load_label_png)
+    m = read_json(out / 'metrics.json')
+    assert m['train_quality']['pseudo'] == ps.record['quality']
+    mean, std = p.ae.stats()
+    for name, net, crf in (('pred_ssl', 'seg_ssl', None), ('pred', 'seg', None), ('pred_crf', 'seg', c['crf'])):
+        st = predict_stage(p.load_segnet(net), ev, Stage(tmp_path / name, {}), c['test_scales'], c['test_flip'], crf=crf,
+                           crf_workers=0, mean=mean, std=std, progress=False)
+        assert same(out / name, st.folder, ev.ids, load_label_png), name
+    assert round(100 * float(evaluate_folder(ev, out / 'pred_crf').miou), 2) == m['final_mIoU']
+    rungs = [r['rung'] for r in m['ladder']]
+    assert rungs == ['CAM', *[f'AE step {t}' for t in range(1, p.ae.n_used + 1)], 'pseudo labels', 'AE-SSL', 'AE-PSL', 'AE-PSL + CRF']
+    assert all(r['mIoU'] is not None for r in m['ladder'])
+    assert m['train_quality']['erasing'] and all(v is not None for v in m['train_quality'].values())
+    assert all(v is not None for v in m['train_quality']['pseudo'].values())
+
+def test_external_saliency_and_oh_rule(voc, tmp_path):
+    "`--saliency folder:DIR` copies the external maps into the run; `--pseudo_rule oh` writes Oh et al.'s labels."
+    from aepsl.saliency import read_saliency_png, save_saliency_png
+    from aepsl.pseudo import pseudo_label_oh
+    ext = tmp_path / 'ext'
+    ids = [l for s in ('train', 'val') for l in (voc / 'ImageSets' / 'Segmentation' / f'{s}.txt').read_text().split()]
+    for k in ids:
+        with Image.open(next(voc.glob(f'JPEGImages/{k}.*'))) as im: w, h = im.size
+        save_saliency_png(np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1)), ext / f'{k}.png')
+    out = tmp_path / 'run'
+    r = cli('aepsl_run', '--data', voc, '--out', out, *TINY, '--saliency', f'folder:{ext}', '--pseudo_rule', 'oh')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert all(np.array_equal(read_saliency_png(out / 'saliency' / f'{k}.png'), read_saliency_png(ext / f'{k}.png')) for k in ids)
+    assert read_json(out / 'saliency' / 'done.json')['config']['method'] == 'external'
+    assert read_json(out / 'pseudo' / 'done.json')['config']['rule'] == 'oh'
+    m = read_json(out / 'metrics.json')
+    assert m['train_quality']['pseudo'] is not None and len(m['ladder']) >= 6
+
+@pytest.mark.parametrize('flag,value,msg', [('--saliency', 'sky', 'saliency='), ('--pseudo_rule', 'sec', 'pseudo_rule='),
+                                            ('--seg_arch', 'unet', 'seg_arch='), ('--arch', 'vit', 'arch='), ('--crf', 'crisp', 'crf=')])
+def test_unknown_registry_names_refused(voc, tmp_path, flag, value, msg):
+    r = cli('aepsl_run', '--data', voc, '--out', tmp_path / 'r', flag, value)
+    assert r.returncode != 0 and msg in r.stderr and not (tmp_path / 'r').exists(), r.stderr[-1000:]
+
+@pytest.mark.parametrize('miner,rung', [('has', 'Hide-and-Seek step 1'), ('acol', 'ACoL step 1')])
+def test_other_miners_run_end_to_end(voc, tmp_path, miner, rung):
+    "`--miner has|acol`: one classifier of that method mines the objects; the whole ladder is written."
+    out = tmp_path / 'run'
+    r = cli('aepsl_run', '--data', voc, '--out', out, '--epochs', '1', '--seg_epochs', '1', '--quiet', '--miner', miner)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_json(out / 'metrics.json')
+    rungs = [x['rung'] for x in m['ladder']]
+    assert rungs == ['CAM', rung, 'pseudo labels', 'AE-SSL', 'AE-PSL', 'AE-PSL + CRF'], rungs
+    assert read_json(out / 'mined' / 'step1' / 'done.json')['config']['miner'] == miner
+    assert not (out / 'mined' / 'step2').exists() and len(list((out / 'pseudo_objects').glob('*.png'))) == 40

@@ -63,4 +63,4 @@ def test_stage_checks_inputs_first(tmp_path):
     save_label_png(np.zeros((50, 96), np.uint8), tmp_path / 'obj' / f'{ds.ids[2]}.png')
     with pytest.raises(ValueError, match='96×50'):
         pseudo_stage(ds, tmp_path / 'p', sal.folder, objects=tmp_path / 'obj', progress=False)
-    with pytest.raises(ValueError, match="unknown rule"): pseudo_stage(ds, tmp_path / 'q', sal.folder, rule='sec')
+    with pytest.raises(ValueError, match="unknown pseudo-label rule"): pseudo_stage(ds, tmp_path / 'q', sal.folder, rule='sec')

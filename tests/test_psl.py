@@ -54,12 +54,19 @@ def test_psl_loss_terms():
 
 
 def test_psl_loss_upsamples_to_label_size():
-    seg, cls = torch.zeros(1, 3, 4, 4), torch.zeros(1, 2)
-    S = torch.zeros(1, 16, 16, dtype=torch.long)
-    assert torch.isfinite(PSLLoss()((seg, cls), (torch.zeros(1, 2), S)))
-    assert torch.isfinite(PSLLoss(upsample=False)((seg, cls), (torch.zeros(1, 2), S)))
+    "Coarse logits meet full-size labels: bilinear logits (default) or nearest-downsampled labels, never a crash."
+    torch.manual_seed(0)
+    seg, cls = torch.randn(1, 3, 4, 4), torch.zeros(1, 2)
+    S = torch.randint(0, 3, (1, 16, 16))
+    loss = PSLLoss(psl=False, cls_weight=0)
+    up = F.interpolate(seg, (16, 16), mode='bilinear', align_corners=False)
+    torch.testing.assert_close(loss((seg, cls), (torch.zeros(1, 2), S)), F.cross_entropy(up, S))
+    down = F.interpolate(S[:, None].float(), (4, 4), mode='nearest')[:, 0].long()
+    torch.testing.assert_close(PSLLoss(psl=False, cls_weight=0, upsample=False)((seg, cls), (torch.zeros(1, 2), S)),
+                               F.cross_entropy(seg, down))
+    assert not torch.isclose(F.cross_entropy(up, S), F.cross_entropy(seg, down))   # the two modes differ here
     all_unc = torch.full((1, 16, 16), UNCERTAIN)
-    assert torch.isfinite(PSLLoss(psl=False)((seg, cls), (torch.zeros(1, 2), all_unc)))  # no NaN when nothing is labelled
+    assert loss((seg, cls), (torch.zeros(1, 2), all_unc)) == 0   # nothing labelled: zero, not NaN
 
 
 def test_gwrp_between_max_and_mean():
@@ -86,6 +93,47 @@ def test_sec_loss_seed_term_and_finite():
     torch.testing.assert_close(sec.last['seed'], want.detach())
     loss.backward()
     assert torch.isfinite(seg.grad).all()
+
+
+def test_sec_expand_term():
+    "Expand: GWRP of present classes and of the background, max of absent ones (SEC's eq. 3), by hand."
+    torch.manual_seed(1)
+    seg = torch.randn(2, 3, 5, 5)
+    y = torch.tensor([[1., 0], [1., 1]])
+    sec = SECLoss(crf_iters=1)
+    sec((seg, torch.zeros(2, 2)), (y, torch.full((2, 10, 10), 255), torch.zeros(2, 3, 10, 10)))
+    p = seg.softmax(1) + 1e-4
+    p = (p / p.sum(1, keepdim=True)).flatten(2)
+    g, bg = gwrp(p[:, 1:], 0.996), gwrp(p[:, :1], 0.999)[:, 0]
+    want = ((-g[0, 0].log() - (1 - p[0, 2].max()).log() - bg[0].log())
+            + (-(g[1, 0].log() + g[1, 1].log()) / 2 - bg[1].log())) / 2
+    torch.testing.assert_close(sec.last['expand'], want)
+
+
+def test_sec_constrain_term(monkeypatch):
+    "Constrain: KL(Q ‖ p) with Q the CRF of p (SEC's eq. 4), by hand against a fixed Q."
+    torch.manual_seed(2)
+    seg = torch.randn(1, 2, 6, 6, requires_grad=True)
+    q = torch.rand(1, 2, 6, 6)
+    q = q / q.sum(1, keepdim=True)
+    sec = SECLoss()
+    monkeypatch.setattr(sec, '_crf', lambda x, p: q)
+    args = ((torch.zeros(1, 1), torch.full((1, 6, 6), 255), torch.zeros(1, 3, 6, 6)),)
+    sec((seg, torch.zeros(1, 1)), *args)
+    p = seg.softmax(1) + 1e-4
+    p = p / p.sum(1, keepdim=True)
+    want = (q * (q / p).log()).sum(1).mean()
+    torch.testing.assert_close(sec.last['constrain'], want.detach())
+    # the real CRF: Q is a distribution of p's shape, floored at min_prob, and the KL is non-negative
+    sec = SECLoss()
+    x = torch.zeros(1, 3, 41, 41)
+    x[..., 20:] = 2.0
+    pr = torch.randn(1, 2, 41, 41).softmax(1)
+    qq = sec._crf(x, pr)
+    assert qq.shape == pr.shape and (qq >= sec.min_prob * 0.99).all()
+    torch.testing.assert_close(qq.sum(1), torch.ones(1, 41, 41))
+    sec((pr.log(), torch.zeros(1, 1)), (torch.ones(1, 1), torch.full((1, 41, 41), 255), x))
+    assert sec.last['constrain'] > 0
 
 
 def test_cam_seeds():
@@ -135,13 +183,20 @@ def test_fit_seg_sec(synth, pseudo):
 
 
 def test_vgg_largefov_trains_on_cpu(synth, pseudo):
-    "The paper's network, random weights, tiny crops: a few SGD steps through the shared loop."
+    "The paper's network, random weights, tiny crops: SGD steps through the shared loop lower the loss on a fixed batch."
     torch.manual_seed(0)
     m = deeplab_largefov(5, weights=None)
-    ds = SegDataset(synth, pseudo, tfms=seg_train_tfms(dict(crop=33)))
-    sub = torch.utils.data.Subset(ds, range(4))
-    h = fit_seg(m, sub, 'psl', epochs=3, bs=2, lr=1e-3, device='cpu', progress=False)
-    assert len(h) == 3 and all(np.isfinite(r['train_loss']) for r in h)
+    ds = SegDataset(synth, pseudo, tfms=seg_train_tfms(dict(crop=33, scale=None)))
+    sub = torch.utils.data.Subset(ds, range(2))
+    x = torch.stack([sub[i][0] for i in range(2)])
+    y, S = torch.stack([sub[i][1] for i in range(2)]), torch.stack([sub[i][2] for i in range(2)])
+    loss = PSLLoss()
+    def batch_loss():
+        with torch.no_grad(): return float(loss(m.eval()(x), (y, S)))
+    before = batch_loss()
+    h = fit_seg(m, sub, 'psl', epochs=4, bs=2, lr=1e-3, device='cpu', progress=False)
+    assert len(h) == 4 and all(np.isfinite(r['train_loss']) for r in h)
+    assert batch_loss() < before
     with torch.no_grad(): s, c = m.eval()(torch.zeros(1, 3, 33, 33))
     assert s.shape == (1, 6, 5, 5) and c.shape == (1, 5)
 
@@ -230,3 +285,12 @@ def test_psl_warmup_follows_scheduler_step():
     torch.testing.assert_close(loss((seg, cls), (y, S)), PSLLoss()((seg, cls), (y, S)))            # ramped up: the paper's loss
     sched.load_state_dict({**sched.state_dict(), 'last_epoch': 2})                                  # a resumed run: same ramp
     assert abs(loss.online_weight - 0.4) < 1e-9
+
+
+def test_evaluate_folder_names_a_prediction_with_an_unknown_label(synth, tmp_path):
+    "A predicted label no class has (a foreign or damaged PNG) is refused naming the file, not only the value."
+    for i, k in enumerate(synth.ids):
+        m = synth.mask(i).copy()
+        if i == 2: m[m != 255] = 37
+        save_label_png(m, tmp_path / f'{k}.png')
+    with pytest.raises(ValueError, match=rf"{synth.ids[2]}\.png holds label 37"): evaluate_folder(synth, tmp_path)

@@ -1,8 +1,8 @@
-"The shared loop: checkpoints hold data only, resume is exact, extends a finished run, files honour the umask."
-import os, subprocess, sys, numpy as np, pytest, torch
+"The shared loop: checkpoints hold data only, resume is exact, extends a finished run, files honour the umask; write errors, foreign checkpoints and divergence fail clearly."
+import math, os, subprocess, sys, numpy as np, pytest, torch
 from pathlib import Path
 from aepsl.models import small_cnn
-from aepsl.train import fit_classifier, save_checkpoint, load_checkpoint
+from aepsl.train import fit, fit_classifier, save_checkpoint, load_checkpoint, DivergedError
 
 class Evil:
     def __reduce__(self): return (os.system, (f'touch {Path.cwd()}/PWNED',))
@@ -51,3 +51,103 @@ def test_checkpoint_honours_umask(tmp_path):
 
 def test_epochs_checked_before_training():
     with pytest.raises(ValueError, match='epochs must be a positive integer'): fit_classifier(small_cnn(5), ds(), epochs=0)
+
+def test_checkpoint_past_the_file_size_limit_names_the_file(tmp_path):
+    code = f"""
+import resource, signal, torch
+from aepsl.train import save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+try: save_checkpoint({str(tmp_path / 'model.pt')!r}, torch.nn.Linear(1000, 100))
+except OSError as e: print('OSError', e.errno, e)
+"""
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.stdout.startswith('OSError 27 '), r.stdout + r.stderr
+    assert str(tmp_path / 'model.pt') in r.stdout and 'File too large' in r.stdout
+    assert list(tmp_path.iterdir()) == []
+
+def test_foreign_checkpoints_name_the_file(tmp_path):
+    m = small_cnn(5)
+    for name, obj in (('dict.pt', {'a': 1}), ('bare.pt', m.state_dict()), ('list.pt', [1, 2])):
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(ValueError, match=f'{name} is not an aepsl checkpoint'): load_checkpoint(tmp_path / name, m)
+    save_checkpoint(tmp_path / 'other.pt', small_cnn(3))
+    with pytest.raises(ValueError, match='other.pt does not fit'): load_checkpoint(tmp_path / 'other.pt', m)
+
+def test_divergence_stops_training_before_its_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(DivergedError, match=r'epoch 0: the valid_loss is nan \(learning rate'):
+        fit_classifier(small_cnn(5, widths=(8,) * 6), ds(32), ds(32), epochs=1, bs=32, lr=1e10, device='cpu',
+                       progress=False, ckpt=tmp_path / 'c.pt')
+    assert list(tmp_path.iterdir()) == []
+
+def test_diverged_epoch_keeps_the_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    m = small_cnn(5, widths=(8,) * 6)
+    losses = iter([0.5, float('nan')])
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    dl = torch.utils.data.DataLoader(ds(16), 8)
+    with pytest.raises(DivergedError, match='epoch 1: the valid_loss is nan.*c.pt still holds the last good epoch'):
+        fit(m, dl, torch.nn.functional.binary_cross_entropy_with_logits, 3, opt, valid_fn=lambda _: dict(valid_loss=next(losses)),
+            device='cpu', progress=False, ckpt=tmp_path / 'c.pt')
+    assert torch.load(tmp_path / 'c.pt', weights_only=True)['extra']['epoch'] == 0
+
+class Augmented(torch.utils.data.Dataset):
+    "`ds()` with a random crop (torch), brightness (NumPy) and noise switch (Python `random`): the generators transforms use."
+    def __init__(self): self.ds = ds(24)
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        import random
+        x, y, m = self.ds[i]
+        a, b = torch.randint(0, 5, (2,)).tolist()
+        return x[:, a:a + 20, b:b + 20] * float(np.random.uniform(0.8, 1.2)) + random.random(), y, m[a:a + 20, b:b + 20]
+
+def test_results_do_not_depend_on_the_number_of_workers():
+    ms = []
+    for w in (0, 2):
+        torch.manual_seed(0)
+        ms.append(small_cnn(5, widths=(8,) * 6))
+        fit_classifier(ms[-1], Augmented(), epochs=2, bs=8, seed=3, num_workers=w, device='cpu', progress=False)
+    for (k, a), b in zip(ms[0].state_dict().items(), ms[1].state_dict().values()): assert torch.equal(a, b), k
+
+# --- float16 autocast with a gradient scaler (CUDA without bfloat16). On the CPU `amp_dtype` gives no autocast, so the
+# tests ask for float16 the way an old GPU would: `fit` must then scale the loss, skip steps whose gradients overflow,
+# and carry the loss scale across a resume.
+import aepsl.train
+
+def _fp16_fit(tmp_path, epochs, bad_steps=(), resume=False, record=None):
+    "fit a small CNN on one fixed batch under float16 autocast; gradients of the steps in `bad_steps` (counted over calls) are made infinite."
+    torch.manual_seed(0)
+    m = small_cnn(5, widths=(8,) * 6)
+    x, y = ds(16).tensors[:2]
+    seen = record if record is not None else []
+    m.classifier.weight.register_hook(lambda g: (seen.append(1), g + float('inf') if len(seen) in bad_steps else g)[1])
+    dtypes = []
+    m.classifier.register_forward_hook(lambda mod, i, o: dtypes.append(o.dtype))
+    opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)
+    h = fit(m, [(x, y)], torch.nn.functional.binary_cross_entropy_with_logits, epochs, opt, device='cpu', progress=False,
+            ckpt=tmp_path / 'c.pt', resume=resume)
+    return m, h, dtypes
+
+def test_fp16_trains_with_a_grad_scaler(tmp_path, monkeypatch):
+    monkeypatch.setattr(aepsl.train, 'amp_dtype', lambda device: torch.float16)
+    m, h, dtypes = _fp16_fit(tmp_path, 8)
+    assert set(dtypes) == {torch.float16}                       # autocast ran in float16
+    loss = [r['train_loss'] for r in h]
+    assert loss[-1] < loss[0] - 0.1 and all(math.isfinite(l) for l in loss), loss
+    sc = torch.load(tmp_path / 'c.pt', weights_only=True)['extra']['scaler']
+    assert sc['scale'] == 2.0 ** 16 and sc['_growth_tracker'] == 8   # the scaler's state is in the checkpoint
+
+def test_fp16_step_with_infinite_gradients_is_skipped_and_scale_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(aepsl.train, 'amp_dtype', lambda device: torch.float16)
+    torch.manual_seed(0)
+    w0 = dict(small_cnn(5, widths=(8,) * 6).named_parameters())
+    m, h, _ = _fp16_fit(tmp_path, 1, bad_steps=(1,))            # the only step overflows: skipped, weights untouched
+    for k, p in m.named_parameters(): assert torch.equal(p, w0[k]), k
+    assert torch.load(tmp_path / 'c.pt', weights_only=True)['extra']['scaler']['scale'] == 2.0 ** 15   # backed off once
+    seen = [1]                                                  # the resumed run's first step is step 2 of the count
+    m, h, _ = _fp16_fit(tmp_path, 2, bad_steps=(2,), resume=True, record=seen)
+    assert len(h) == 2 and len(seen) == 2
+    # the scale the checkpoint held (2^15), halved again: a fresh scaler would be back at 2^16 → 2^15
+    assert torch.load(tmp_path / 'c.pt', weights_only=True)['extra']['scaler']['scale'] == 2.0 ** 14

@@ -191,3 +191,10 @@ def test_png_root_refuses_outside(tmp_path):
         save_label_png(label_map(), root / '..' / 'escaped.png', root=root)
     assert not (tmp_path / 'escaped.png').exists()
     assert sorted(p.name for p in tmp_path.rglob('*') if p.is_file()) == ['a.png']
+
+
+def test_truncated_label_png_names_the_file(tmp_path):
+    "A label PNG cut short (a full disk, a killed copy) is refused naming its path, not with PIL's pathless error."
+    p = save_label_png(np.zeros((20, 30), np.uint8), tmp_path / 'a.png')
+    p.write_bytes(p.read_bytes()[:50])
+    with pytest.raises(ValueError, match=r'a\.png.*truncated'): load_label_png(p)

@@ -1,0 +1,157 @@
+"""Do the `cpu` defaults carry? The ladder of `aepsl_run --config cpu` (no other flag) on the built-in benchmark and on
+the harder variant (`aepsl_data --variant hard`), side by side.
+
+Usage: python bench/carry.py [--work DIR] [--n_train 1000 --n_val 200]
+
+Writes both sets in VOC layout under --work (the built-in one at the demo's size, `aepsl.pipeline.DEMO`), runs
+`aepsl.pipeline.aepsl_run(data=..., out=..., config='cpu')` on each, and prints, and writes to bench/results/carry.md and
+carry.json: the two ladders (mIoU of every rung), how each erasing classifier and each segmentation network stopped
+(patience or the epoch cap, from the run folder), and the machine. Rerunning reuses finished sets and runs
+(`aepsl_run` resumes its own run folder). --smoke and --override are for checking this script only: they change the
+defaults, and their results go to the work folder, never to bench/results."""
+import argparse, json, os, platform, sys, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SETS = ('builtin', 'hard')
+
+def machine()->dict:
+    import torch
+    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor()) \
+          if Path('/proc/cpuinfo').is_file() else platform.processor()
+    return dict(platform=platform.platform(), cpu=cpu, cpu_count=os.cpu_count(), torch=torch.__version__,
+                torch_threads=torch.get_num_threads(), python=platform.python_version())
+
+def write_set(root:Path, variant, n_train:int, n_val:int)->Path:
+    "The benchmark in VOC layout, once: a marker with its arguments, written last, makes a rerun skip it."
+    from aepsl.data import synthetic_voc
+    want = dict(variant=variant, n_train=n_train, n_val=n_val, size=96, seed=0)
+    marker = root / 'carry_data.json'
+    if marker.is_file():
+        if (old := json.loads(marker.read_text())) == want: return root
+        sys.exit(f"{root} holds a set made with {old}, not {want}: use another --work, or delete that folder")
+    if root.exists() and any(root.iterdir()): sys.exit(f"{root} is not empty and has no {marker.name}: use another --work")
+    t = time.time()
+    synthetic_voc(root, n_train, n_val, 96, seed=0, variant=variant)
+    marker.write_text(json.dumps(want))
+    print(f"wrote {root} ({n_train} + {n_val} images, variant {variant or 'built-in'}) in {time.time() - t:.0f} s", flush=True)
+    return root
+
+def _read(p:Path):
+    try: return json.loads(p.read_text())
+    except (OSError, ValueError): return None
+
+def _stop(folder:Path, cap)->dict:
+    "How one training stopped, from what its folder records: history.json (one row per epoch) and done.json."
+    hist, done = _read(folder / 'history.json'), _read(folder / 'done.json') or {}
+    rec = done.get('record', done) if isinstance(done, dict) else {}
+    said = next((rec[k] for k in ('stopped_by', 'stop_reason', 'stopped') if isinstance(rec, dict) and k in rec), None)
+    if said is None and isinstance(hist, dict):
+        said = next((hist[k] for k in ('stopped_by', 'stop_reason', 'stopped') if k in hist), None)
+        hist = hist.get('history', hist.get('epochs'))
+    rows = hist if isinstance(hist, list) else []
+    n = len(rows) or (rec.get('epochs') or rec.get('epochs_trained') if isinstance(rec, dict) else None)
+    mon = next((k for k in ('holdout_mAP', 'mAP', 'holdout_mIoU', 'valid_mIoU', 'val_mIoU', 'mIoU', 'valid_loss', 'val_loss') if rows and k in rows[-1]), None)
+    best = None
+    if mon:
+        vals = [r.get(mon) for r in rows]
+        ok = [(v, i) for i, v in enumerate(vals) if isinstance(v, (int, float))]
+        if ok: best = (min(ok) if mon.endswith('loss') else max(ok))[1] + 1
+    if said is None and n and cap:   # not recorded: inferred from the epoch count and the cap
+        said = f"{'cap' if n >= cap else 'patience'} (inferred: {n} of {cap} epochs)"
+    return dict(folder=folder.name if folder.parent.name != 'cls' else f'cls/{folder.name}', epochs=n, cap=cap,
+                stopped_by=said, monitor=mon, best_epoch=best,
+                still_improving=bool(best and len(rows) > 1 and best == n and n >= (cap or 10**9)))
+
+def stops(run:Path)->list:
+    "The stop of every erasing classifier (cls/step*/) and segmentation network (seg_ssl/, seg/) of a run."
+    cfg = _read(run / 'config.json') or {}
+    cfg = cfg.get('config', cfg)
+    e = cfg.get('erasing', {}) if isinstance(cfg.get('erasing'), dict) else {}
+    cls_cap, seg_cap = e.get('epochs', cfg.get('epochs')), cfg.get('seg_epochs')
+    steps = sorted((run / 'cls').glob('step*'), key=lambda p: int(''.join(c for c in p.name if c.isdigit()) or 0))
+    return [_stop(p, cls_cap) for p in steps] + [_stop(run / n, seg_cap) for n in ('seg_ssl', 'seg') if (run / n).is_dir()]
+
+def ladder(run:Path)->list:
+    m = _read(run / 'metrics.json') or {}
+    return [dict(rung=r['rung'], mIoU=r['mIoU']) for r in m.get('ladder', [])]
+
+def table(res:dict)->str:
+    "Markdown: the two ladders side by side, then the stops."
+    names = list(res)
+    rungs = []
+    for n in names:
+        for r in res[n]['ladder']:
+            if r['rung'] not in rungs: rungs.append(r['rung'])
+    lines = ['| rung | ' + ' | '.join(f"{n} ({res[n]['n_train']} + {res[n]['n_val']} images)" for n in names) + ' |',
+             '|---|' + '---|' * len(names)]
+    for g in rungs:
+        v = [next((f"{r['mIoU']:.2f}" for r in res[n]['ladder'] if r['rung'] == g), '–') for n in names]
+        lines.append(f'| {g} | ' + ' | '.join(v) + ' |')
+    lines += ['', '| set | network | epochs | cap | stopped by | best epoch (monitor) |', '|---|---|---|---|---|---|']
+    for n in names:
+        for s in res[n]['stops']:
+            flag = ' — still improving at the cap' if s['still_improving'] else ''
+            lines.append(f"| {n} | {s['folder']} | {s['epochs']} | {s['cap']} | {s['stopped_by']}{flag} | "
+                         f"{s['best_epoch']} ({s['monitor']}) |")
+    return '\n'.join(lines)
+
+def _value(v:str):
+    try: return json.loads(v)
+    except ValueError: return v
+
+def main(argv=None):
+    from aepsl.pipeline import DEMO
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split('\n\n', 1)[1])
+    ap.add_argument('--work', default='runs/carry', help='folder of the two data sets and the two run folders (default: runs/carry)')
+    ap.add_argument('--n_train', type=int, default=1000, help='training images of the hard variant (default 1000)')
+    ap.add_argument('--n_val', type=int, default=200, help='validation images of the hard variant, scored at the end (default 200)')
+    ap.add_argument('--builtin_n_train', type=int, default=DEMO['n_train'], help=f"built-in set: the demo's {DEMO['n_train']}")
+    ap.add_argument('--builtin_n_val', type=int, default=DEMO['n_val'], help=f"built-in set: the demo's {DEMO['n_val']}")
+    ap.add_argument('--sets', default='builtin,hard', help='which sets to run, comma-separated (default: both)')
+    ap.add_argument('--results', default=str(HERE / 'results' / 'carry'), help='results path without suffix (.md and .json)')
+    g = ap.add_argument_group('NOT the defaults (checking this script only; results then go to --work, not bench/results)')
+    g.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
+                   help='an aepsl_run argument, e.g. epochs=1 (repeatable)')
+    g.add_argument('--smoke', action='store_true', help='tiny sets (12 + 6 images) and epochs=1, seg_epochs=1, max_steps=1')
+    a = ap.parse_args(argv)
+    ov = {}
+    for kv in a.override:
+        if '=' not in kv: ap.error(f'--override {kv!r}: write KEY=VALUE')
+        k, v = kv.split('=', 1); ov[k.strip()] = _value(v)
+    if a.smoke:
+        ov = dict(dict(epochs=1, seg_epochs=1, max_steps=1), **ov)
+        a.n_train = a.builtin_n_train = min(a.n_train, 12); a.n_val = a.builtin_n_val = min(a.n_val, 6)
+    sets = [s.strip() for s in a.sets.split(',') if s.strip()]
+    if bad := [s for s in sets if s not in SETS]: ap.error(f'--sets: unknown {bad}; known: {", ".join(SETS)}')
+    work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
+    results = Path(a.results) if not (ov or a.smoke) else work / 'carry_not_defaults'
+    from aepsl.pipeline import aepsl_run
+    m, res = machine(), {}
+    print(f"{m['platform']}, {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads)", flush=True)
+    for s in sets:
+        nt, nv = (a.builtin_n_train, a.builtin_n_val) if s == 'builtin' else (a.n_train, a.n_val)
+        data = write_set(work / f'data_{s}', None if s == 'builtin' else s, nt, nv)
+        out = work / f'run_{s}'
+        t = time.time()
+        print(f"aepsl_run(data={str(data)!r}, out={str(out)!r}, config='cpu'" + ''.join(f', {k}={v!r}' for k, v in ov.items()) + ')', flush=True)
+        try: aepsl_run(data=str(data), out=str(out), config='cpu', quiet=True, **ov)
+        except SystemExit as e:
+            if e.code not in (None, 0): sys.exit(f'{s}: aepsl_run stopped: {e.code}')
+        res[s] = dict(n_train=nt, n_val=nv, data=str(data), run=str(out), seconds=round(time.time() - t, 1),
+                      ladder=ladder(out), stops=stops(out))
+    text = '\n'.join([f"`python bench/carry.py{' ' + ' '.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ''}`"
+                      + (f" — NOT the defaults: {ov}" if ov else ''), '',
+                      f"Machine: {m['platform']}; {m['cpu']}, {m['cpu_count']} cores; torch {m['torch']} ({m['torch_threads']} threads); "
+                      f"Python {m['python']}", '',
+                      f"`aepsl_run --config cpu` with {'the overrides above' if ov else 'no other flag'}; mIoU (%) on each set's "
+                      "val split. Seconds of this call (small: reused): " + ', '.join(f"{k} {v['seconds']:.0f} s" for k, v in res.items()), '',
+                      table(res), ''])
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.with_suffix('.md').write_text(text)
+    results.with_suffix('.json').write_text(json.dumps(dict(machine=m, overrides=ov, sets=res), indent=1))
+    print(text, flush=True)
+    print(f'written: {results.with_suffix(".md")}, {results.with_suffix(".json")}')
+
+if __name__ == '__main__': main()
