@@ -9,7 +9,7 @@ __all__ = ['default_device', 'set_seed', 'DivergedError', 'save_checkpoint', 'lo
            'fit_classifier']
 
 # %% ../nbs/01a_train.ipynb #d2a2d58c
-import os, random, time, math, warnings, copy
+import os, random, time, math, warnings, copy, atexit
 from pathlib import Path
 import numpy as np
 import torch
@@ -194,7 +194,16 @@ def init_distributed(backend:str=None, # 'nccl' or 'gloo'; default: nccl with CU
         backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
         if backend == 'nccl': torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         d.init_process_group(backend)
+        atexit.register(_leave_group)   # a group left standing at exit can abort the process in its C++ threads
     return rank_world()
+
+def _leave_group():
+    "Destroy the process group this process joined (at exit), after every rank is done."
+    d = torch.distributed
+    if d.is_initialized():
+        try: d.barrier()
+        except Exception: pass   # a rank that died: leave anyway
+        d.destroy_process_group()
 
 # %% ../nbs/01a_train.ipynb #e334ec2c
 def distributed_loader(dl:DataLoader, # a single-process loader (shuffled or not)
