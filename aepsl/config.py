@@ -4,7 +4,7 @@
 
 # %% ../nbs/08b_config.ipynb #3b5235b1
 from __future__ import annotations
-import math
+import math, warnings
 from pathlib import Path
 import numpy as np
 from .erasing import MINERS, erasing_config, PRESETS as AE_PRESETS
@@ -21,11 +21,11 @@ PIPELINE_PRESETS = dict(
     cpu=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
              seg_arch='seg_small', seg_weights=None, seg_epochs=30, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=0.3,
              test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
-             train_split='train', holdout_split='val', eval_split='val'),
+             train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
     voc=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
              seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0, psl_warmup=0.0,
              test_scales=(1.0, 0.75, 1.25), test_flip=True, test_prohibit=False, crf='deeplab', crf_workers=4, seed=0,
-             train_split='train_aug', holdout_split='val', eval_split='val'))
+             train_split='train_aug', holdout_split=None, holdout_frac=0.1, eval_split='val'))
 
 SEG_ARCHS = tuple(SEGNETS)   # aepsl.psl's registry
 NO_WEIGHTS = ('small', 'seg_small')   # built from scratch: no pretrained weights exist for them
@@ -79,7 +79,9 @@ def _check_pipeline(c:dict)->list:
     for k in ('crf_workers', 'seed'):
         if not is_int(c[k], 0): bad.append(f"{k}={c[k]!r} must be an integer ≥ 0")
     for k in ('train_split', 'holdout_split', 'eval_split'):
-        if not (isinstance(c[k], str) and c[k]): bad.append(f"{k}={c[k]!r} must name a split")
+        if not (isinstance(c[k], str) and c[k]) and not (k == 'holdout_split' and c[k] is None):
+            bad.append(f"{k}={c[k]!r} must name a split" + (" (or be None: held out from the training split)" if k == 'holdout_split' else ''))
+    if not (is_number(c['holdout_frac']) and 0 < c['holdout_frac'] <= 0.5): bad.append(f"holdout_frac={c['holdout_frac']!r} must lie in (0, 0.5]")
     if c['train_split'] in (c['holdout_split'], c['eval_split']):
         bad.append(f"train_split {c['train_split']!r} is also the held-out or evaluation split")
     return bad
@@ -103,4 +105,8 @@ def pipeline_config(preset:str='cpu', # 'cpu' or 'voc'
     bad.append(_check_weights('seg_weights', own['seg_arch'], own['seg_weights'], overrides.get('seg_weights') is not None))   # `weights`: erasing_config
     if bad := [b for b in bad if b]: raise ValueError('; '.join(bad))
     erasing.pop('num_workers')   # how fast, not what: a runtime setting
+    if own['holdout_split'] is not None and own['holdout_split'] == own['eval_split']:
+        warnings.warn(f"holdout_split={own['holdout_split']!r} is also the evaluation split: its labels choose the classifiers' epochs and "
+                      f"the number of erasing steps, so its score is no longer held out (leave holdout_split unset to hold out "
+                      f"{own['holdout_frac']:.0%} of {own['train_split']!r})", stacklevel=2)
     return dict(preset=preset, erasing=erasing, **own)

@@ -14,33 +14,52 @@ from PIL import Image
 from .runs import atomic_write, check_id, Stage
 
 # %% auto #0
-__all__ = ['PRESETS', 'crf_params', 'crf_probs', 'crf_labels', 'crf_batch', 'image_label_set', 'crf_stage', 'cam_probs']
+__all__ = ['PRESETS', 'crf_params', 'crf_widths', 'crf_probs', 'crf_labels', 'crf_batch', 'image_label_set', 'crf_stage',
+           'cam_probs']
 
 # %% ../nbs/07_crf.ipynb #88c0f13b
-PRESETS = dict(
-    deeplab=dict(gauss_sxy=3, gauss_compat=3, bilateral_sxy=121, bilateral_srgb=5, bilateral_compat=4, n_iter=10),
-    psa=dict(gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10, n_iter=10),
-    sec=dict(gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10, n_iter=10),
-    irn=dict(gauss_sxy=3, gauss_compat=3, bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10, n_iter=10, gt_prob=0.7),
+PRESETS = dict(   # the published values; `ref_size`: the long side (px) of the images they were tuned on (VOC's)
+    deeplab=dict(gauss_sxy=3, gauss_compat=3, bilateral_sxy=121, bilateral_srgb=5, bilateral_compat=4, n_iter=10, ref_size=500),
+    psa=dict(gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10, n_iter=10, ref_size=500),
+    sec=dict(gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13, bilateral_compat=10, n_iter=10, ref_size=500),
+    irn=dict(gauss_sxy=3, gauss_compat=3, bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10, n_iter=10, gt_prob=0.7,
+             ref_size=500),
 )
-_KEYS = ('gauss_sxy', 'gauss_compat', 'bilateral_sxy', 'bilateral_srgb', 'bilateral_compat', 'n_iter', 'gt_prob', 'scale_factor')
+_KEYS = ('gauss_sxy', 'gauss_compat', 'bilateral_sxy', 'bilateral_srgb', 'bilateral_compat', 'n_iter', 'gt_prob',
+         'ref_size', 'scale_factor')
 
-def crf_params(preset='deeplab', # a name in `PRESETS`, or a dict of settings
-               **overrides, # any of gauss_sxy, gauss_compat, bilateral_sxy, bilateral_srgb, bilateral_compat, n_iter, gt_prob, scale_factor
+def _positive(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+
+def crf_params(preset='deeplab', # a name in `PRESETS`, or a dict of settings (one without `ref_size`: widths in pixels)
+               **overrides, # any of gauss_sxy, gauss_compat, bilateral_sxy, bilateral_srgb, bilateral_compat, n_iter, gt_prob, ref_size, scale_factor
               )->dict:
-    "The settings of a preset with `overrides`; spatial widths divided by `scale_factor` (SEC's training-time 12)."
+    "A preset's settings with `overrides`: widths for images of long side `ref_size`, or fixed by dividing them by `scale_factor`."
     if isinstance(preset, dict): p = dict(preset)
     elif preset in PRESETS: p = dict(PRESETS[preset])
     else: raise ValueError(f"unknown CRF preset {preset!r}; known: {', '.join(PRESETS)}")
     p.update(overrides)
     if bad := sorted(set(p) - set(_KEYS)): raise ValueError(f"unknown CRF settings {bad}; known: {', '.join(_KEYS)}")
     p.setdefault('gt_prob', 0.7)
-    s = float(p.pop('scale_factor', 1.0))
-    if s <= 0: raise ValueError(f"scale_factor must be positive, got {s}")
-    p['gauss_sxy'], p['bilateral_sxy'] = p['gauss_sxy'] / s, p['bilateral_sxy'] / s
+    p.setdefault('ref_size', None)
+    s = p.pop('scale_factor', None)
+    if s is not None:
+        if not _positive(s): raise ValueError(f"scale_factor must be a positive number, got {s!r}")
+        p['gauss_sxy'], p['bilateral_sxy'] = p['gauss_sxy'] / s, p['bilateral_sxy'] / s
+        p['ref_size'] = None   # fixed widths: the image's size no longer matters
+    if p['ref_size'] is not None and not _positive(p['ref_size']):
+        raise ValueError(f"ref_size must be a positive number of pixels or None, got {p['ref_size']!r}")
     if not (isinstance(p['n_iter'], (int, np.integer)) and p['n_iter'] >= 1): raise ValueError(f"n_iter must be a positive integer, got {p['n_iter']!r}")
     if not 0 < p['gt_prob'] < 1: raise ValueError(f"gt_prob must be in (0, 1), got {p['gt_prob']}")
     return p
+
+def crf_widths(preset, # a name in `PRESETS`, a dict of settings, or `crf_params`'s result
+               shape, # the image's H×W (more entries are ignored)
+              )->tuple: # (gauss_sxy, bilateral_sxy) in pixels of this image
+    "The spatial widths the CRF uses on an image of `shape`: the preset's, times its long side over `ref_size`."
+    p = crf_params(preset)
+    f = 1.0 if p['ref_size'] is None else max(shape[:2]) / p['ref_size']
+    return p['gauss_sxy'] * f, p['bilateral_sxy'] * f
 
 # %% ../nbs/07_crf.ipynb #7c724f9d
 def _as_image(image, shape=None):
@@ -73,13 +92,14 @@ def _as_probs(probs, strict=False, tol=1e-3):
 
 # %% ../nbs/07_crf.ipynb #7df93aaf
 def _dense_crf(img, unary, p):
-    "Mean-field inference with pydensecrf; returns float32 L×H×W marginals."
+    "Mean-field inference with pydensecrf, spatial widths for this image's size; returns float32 L×H×W marginals."
     import pydensecrf.densecrf as dcrf
     H, W = img.shape[:2]
+    g, b = crf_widths(p, (H, W))
     d = dcrf.DenseCRF2D(W, H, unary.shape[0])
     d.setUnaryEnergy(np.ascontiguousarray(unary, np.float32))
-    d.addPairwiseGaussian(sxy=p['gauss_sxy'], compat=p['gauss_compat'])
-    d.addPairwiseBilateral(sxy=p['bilateral_sxy'], srgb=p['bilateral_srgb'], rgbim=img, compat=p['bilateral_compat'])
+    d.addPairwiseGaussian(sxy=g, compat=p['gauss_compat'])
+    d.addPairwiseBilateral(sxy=b, srgb=p['bilateral_srgb'], rgbim=img, compat=p['bilateral_compat'])
     return np.asarray(d.inference(int(p['n_iter'])), np.float32).reshape(-1, H, W)
 
 def _check_labels(labels, n):
@@ -90,7 +110,7 @@ def _check_labels(labels, n):
 
 def crf_probs(image, # H×W×3 RGB image (uint8, or float in [0, 1])
               probs, # C×H×W class probabilities (renormalised per pixel if they do not sum to one)
-              preset='deeplab', # a name in `PRESETS` or a dict of settings
+              preset='deeplab', # a name in `PRESETS` or a dict of settings; spatial widths follow the image's size (`crf_widths`)
               labels=None, # class indices the image can hold (e.g. background + its classes); None: all C
               strict:bool=False, # raise instead of renormalising probabilities that do not sum to one
               return_probs:bool=False, # also return the C×H×W marginals (0 for excluded labels)
@@ -119,7 +139,7 @@ def crf_probs(image, # H×W×3 RGB image (uint8, or float in [0, 1])
 # %% ../nbs/07_crf.ipynb #c6e91ff9
 def crf_labels(image, # H×W×3 RGB image
                label_map, # int H×W labels (0..254), `ignore` = unsure
-               preset='irn', # a name in `PRESETS` or a dict; its `gt_prob` is the confidence in the labels
+               preset='irn', # a name in `PRESETS` or a dict; its `gt_prob` is the confidence in the labels; widths as in `crf_probs`
                labels=None, # extra labels the CRF may assign besides those present in the map
                ignore:int=255, # the unsure value
                **overrides, # settings overriding the preset

@@ -22,8 +22,9 @@ __all__ = ['SYNTH_CLASSES', 'SYNTH_CONTEXT', 'SYNTH_INKS', 'SYNTH_VARIANTS', 'IM
            'IMAGE_FORMATS', 'synth_classes', 'part_pattern', 'smooth_noise', 'synthetic_sample', 'synth_variant',
            'SyntheticWSSS', 'mean_pixel', 'pixel_std', 'RandomScale', 'seg_transforms', 'ArrayDataset',
            'check_label_map', 'write_voc', 'synthetic_voc', 'pil_to_rgb', 'labels_from_names', 'labels_from_mask',
-           'read_split', 'read_class_names', 'read_cls_labels', 'convert_cls_labels', 'VOCWSSS', 'scan_dataset',
-           'check_class_coverage', 'check_wsss_data', 'data_fingerprint', 'main_synthetic']
+           'read_split', 'read_class_names', 'voc_root', 'read_cls_labels', 'convert_cls_labels', 'VOCWSSS',
+           'carve_holdout', 'scan_dataset', 'check_class_coverage', 'check_wsss_data', 'data_fingerprint',
+           'main_synthetic']
 
 # %% ../nbs/00_data.ipynb #da7f66c0
 SYNTH_CLASSES = ('hstripes', 'vstripes', 'checker', 'diagonal', 'dots')
@@ -588,7 +589,8 @@ def read_class_names(path, # class_names.txt: one foreground class name per line
     if not names: raise ValueError(f"{path} names no class: write one foreground class name per line")
     return tuple(names)
 
-def _voc_root(root):
+def voc_root(root)->Path: # a VOC2012 folder (holding JPEGImages), or a folder holding VOCdevkit/VOC2012
+    "The folder that holds `JPEGImages`: `root` itself, or its `VOCdevkit/VOC2012`."
     root = Path(root)
     if not (root / 'JPEGImages').is_dir() and (root / 'VOCdevkit' / 'VOC2012' / 'JPEGImages').is_dir(): root = root / 'VOCdevkit' / 'VOC2012'
     if not root.is_dir(): raise FileNotFoundError(f"dataset folder not found: {root}")
@@ -640,7 +642,7 @@ def read_cls_labels(path, # a cls_labels.npy: a plain N×C array (with cls_label
 def convert_cls_labels(root, # the VOC folder holding IRN/PSA's pickled cls_labels.npy (or a folder above VOCdevkit)
                       )->Path: # the new cls_labels.npy
     "Rewrite a pickled `cls_labels.npy` that you trust as a plain array + `cls_labels_ids.txt`; the original is kept as `cls_labels_pickled.npy`."
-    root = _voc_root(root)
+    root = voc_root(root)
     p = root / 'cls_labels.npy'
     try: read_cls_labels(p); return p   # already pickle-free
     except ValueError as e:
@@ -666,7 +668,7 @@ class VOCWSSS(Dataset):
                  tfms=None, # transforms of (Image, Mask); None: ImageNet normalisation
                  with_masks:bool=True, # read masks (False: mask is all 255, e.g. a training set without masks)
                  allow_pickle:bool=False): # read IRN/PSA's pickled cls_labels.npy (a pickle can run code: only files you trust)
-        root = _voc_root(root)
+        root = voc_root(root)
         if not (root / 'JPEGImages').is_dir(): raise FileNotFoundError(f"no JPEGImages folder in {root}")
         tried = [root / 'ImageSets' / d / f'{split}.txt' for d in ('Segmentation', 'SegmentationAug')]
         split_file = next((p for p in tried if p.is_file()), None)
@@ -753,6 +755,35 @@ def __getitem__(self:VOCWSSS, i):
     m = self.mask(i, img.shape[:2]) if self.has_masks else np.full(img.shape[:2], 255, np.uint8)
     x, m = self.tfms(tv_tensors.Image(torch.from_numpy(img).permute(2, 0, 1)), tv_tensors.Mask(torch.from_numpy(m)))
     return x.as_subclass(torch.Tensor), torch.from_numpy(self.labels[i]), m.as_subclass(torch.Tensor).long()
+
+# %% ../nbs/00_data.ipynb #94821b52
+import copy
+def carve_holdout(ids, # image ids of the training split
+                  frac:float=0.1, # fraction held out, in (0, 0.5]
+                  seed:int=0, # which ids: another seed, another choice
+                 )->list: # the held-out ids, in the order of `ids`
+    "A seeded fraction of `ids` (at least one, never all), chosen by a hash of (seed, id): independent of the ids' order."
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 0.5:
+        raise ValueError(f"holdout_frac={frac!r} must lie in (0, 0.5]")
+    ids = list(ids)
+    if len(ids) < 2: raise ValueError(f"a split of {len(ids)} image(s) cannot lend held-out images: name a holdout split")
+    n = min(len(ids) - 1, max(1, round(frac * len(ids))))
+    key = lambda i: hashlib.blake2b(f'{seed}:{i}'.encode(), digest_size=8).digest()
+    held = set(sorted(ids, key=key)[:n])
+    return [i for i in ids if i in held]
+
+@patch
+def subset(self:VOCWSSS, ids, # ids of this split to keep (any order; kept in the split's order)
+           split:str): # a name for the part, e.g. 'train[holdout]'
+    "The images `ids` of this split, as a data set of their own (labels and files shared, nothing re-read)."
+    keep = set(ids)
+    if missing := sorted(keep - set(self.ids)): raise KeyError(f"{len(missing)} ids not in split {self.split!r}, e.g. {missing[:3]}")
+    pos = [k for k, i in enumerate(self.ids) if i in keep]
+    new = copy.copy(self)
+    new.ids, new.split = [self.ids[k] for k in pos], split
+    new._labels = None if self._labels is None else self._labels[pos]
+    new.__dict__.pop('_fingerprint', None)   # another set of images: another identity
+    return new
 
 # %% ../nbs/00_data.ipynb #21364265
 def _open_check(path, what='image'):

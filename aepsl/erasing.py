@@ -14,14 +14,15 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from .data import mean_pixel, pixel_std, seg_transforms, IMAGENET_MEAN, IMAGENET_STD
 from .metrics import SegMetric
-from .runs import Stage, RunFolder, RUNTIME_KEYS, save_arrays, load_arrays, write_json, Registry
-from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed
+from .runs import Stage, RunFolder, RUNTIME_KEYS, save_arrays, load_arrays, write_json, Registry, check_id
+from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed, default_device
 from .cam import normalize_cams, eval_mode
 
 # %% auto #0
-__all__ = ['PRESETS', 'ARCHS', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions', 'regions_to_label_map', 'region_quality',
-           'save_regions', 'load_regions', 'ErasedDataset', 'erasing_config', 'make_classifier', 'AdversarialErasing',
-           'HideAndSeek', 'ACoL', 'acol_loss', 'acol_cam', 'fit_acol', 'HideAndSeekMiner', 'ACoLMiner', 'aepsl_erase']
+__all__ = ['PRESETS', 'ARCHS', 'SCHEDULES', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions', 'regions_to_label_map',
+           'region_quality', 'save_regions', 'load_regions', 'ErasedDataset', 'erasing_config', 'make_classifier',
+           'AdversarialErasing', 'HideAndSeek', 'ACoL', 'acol_loss', 'acol_cam', 'fit_acol', 'HideAndSeekMiner',
+           'ACoLMiner', 'aepsl_erase']
 
 # %% ../nbs/04_erasing.ipynb #ee25732d
 def mine_regions(cams, # B×C×H×W CAMs in [0, 1] (absent classes 0)
@@ -131,10 +132,10 @@ class ErasedDataset(Dataset):
 
 # %% ../nbs/04_erasing.ipynb #143c821e
 PRESETS = dict(
-    cpu=dict(arch='small', weights=None, crop_size=96, scale=(0.9, 1.1), epochs=8, patience=3, bs=32, lr=None,
+    cpu=dict(arch='small', weights=None, crop_size=96, scale=(0.9, 1.1), epochs=60, patience=5, sched='plateau', lr_patience=2, bs=32, lr=None,
              delta=0.5, max_steps=3, rho=0.6, min_map=None, fill='mean', mean='dataset',
              cam_scales=(1.0,), cam_flip=False, cam_bs=64, num_workers=0),
-    voc=dict(arch='vgg16_largefov', weights='imagenet', crop_size=321, scale=(0.7, 1.3), epochs=15, patience=3, bs=20,
+    voc=dict(arch='vgg16_largefov', weights='imagenet', crop_size=321, scale=(0.7, 1.3), epochs=15, patience=3, sched=None, lr_patience=None, bs=20,
              lr=1e-3, delta=0.5, max_steps=3, rho=0.6, min_map=None, fill='mean', mean='imagenet',
              cam_scales=(1.0, 0.5, 1.5, 2.0), cam_flip=True, cam_bs=1, num_workers=8))
 
@@ -167,6 +168,7 @@ def _rgb(v)->bool:
     return a.shape == (3,) and bool(np.isfinite(a).all() and ((a >= 0) & (a <= 255)).all())
 
 ARCHS = ('small', 'vgg16_largefov', 'resnet50', 'lite0')
+SCHEDULES = (None, 'plateau', 'onecycle', 'poly', 'const')   # `aepsl.train.make_optimizer`'s; None: the architecture's recipe
 
 def _check_config(c):
     "Refuse (`ValueError` naming each bad setting and its value) a config that cannot run."
@@ -179,6 +181,11 @@ def _check_config(c):
         if not _int(c[k], 1): bad.append(f"{k}={c[k]!r} must be an integer ≥ 1")
     if not _int(c['num_workers'], 0): bad.append(f"num_workers={c['num_workers']!r} must be an integer ≥ 0")
     if c['patience'] is not None and not _int(c['patience'], 1): bad.append(f"patience={c['patience']!r} must be an integer ≥ 1 (or None)")
+    if c['sched'] not in SCHEDULES: bad.append(f"sched={c['sched']!r}: use one of {', '.join(map(str, SCHEDULES))} (None: the network's recipe)")
+    elif c['sched'] == 'plateau':
+        if not _int(c['lr_patience'], 1): bad.append(f"lr_patience={c['lr_patience']!r} must be an integer ≥ 1 with sched='plateau'")
+        elif c['patience'] is not None and _int(c['patience'], 1) and c['patience'] <= c['lr_patience']:
+            bad.append(f"patience={c['patience']} must exceed lr_patience={c['lr_patience']}: the last lowered learning rate needs epochs to act")
     if c['lr'] is not None and not (_num(c['lr']) and c['lr'] > 0): bad.append(f"lr={c['lr']} must be a finite number > 0 (or None: the recipe's)")
     s = c['scale']
     if not (isinstance(s, (tuple, list)) and len(s) == 2 and all(_num(v) and v > 0 for v in s) and s[0] <= s[1]):
@@ -265,7 +272,7 @@ class AdversarialErasing:
         self.n_classes = len(train_ds.classes)
         self.make_model = make_model or partial(make_classifier, self.cfg['arch'], weights=self.cfg['weights'])
         self.model_name = model_name or (getattr(make_model, '__qualname__', repr(make_model)) if make_model else self.cfg['arch'])
-        self.steps, self._stats, self._fps = [], None, None
+        self.steps, self._stats, self._fps, self._splits = [], None, None, {}
 
 # %% ../nbs/04_erasing.ipynb #11706ee3
 @patch
@@ -297,7 +304,8 @@ def stats(self:AdversarialErasing)->tuple:
 @patch
 def step_config(self:AdversarialErasing, t:int)->dict:
     "What step t's classifier and regions depend on: data, settings, seed, and step t-1's config."
-    keys = ('arch', 'weights', 'crop_size', 'scale', 'epochs', 'patience', 'bs', 'lr', 'delta', 'fill', 'mean', 'cam_scales', 'cam_flip')
+    keys = ('arch', 'weights', 'crop_size', 'scale', 'epochs', 'patience', 'sched', 'lr_patience', 'bs', 'lr', 'delta', 'fill', 'mean',
+            'cam_scales', 'cam_flip')
     c = dict({k: self.cfg[k] for k in keys}, model=self.model_name, seed=self.seed + t, step=t,
              data=self.fingerprints()[0], holdout=self.fingerprints()[1])
     if self.method != 'ae': c['miner'] = self.method   # AE's identity stays what it was
@@ -347,30 +355,46 @@ def _fixed_size(ds):
 def _as_list(items): return items
 
 @patch
-def mine(self:AdversarialErasing, model, ds, folder):
-    "Mine `model`'s CAM regions above δ on every image of `ds` not yet in `folder`, one `.npz` per image."
+def split_stage(self:AdversarialErasing, t:int, # the step
+                split:str, # 'train', 'holdout' or an extra split's name (`mine_split`)
+                fingerprint:dict)->Stage: # `data_fingerprint` of the split's images
+    "The checked `Stage` of step t's regions on one split, `mined/step<t>/<split>/`: one `.npz` per image."
+    cfg = dict(step=Stage(self.out / 'mined' / f'step{t}', self.step_config(t)).hash, split=split, data=fingerprint)
+    return Stage(self.out / 'mined' / f'step{t}' / split, cfg, f'mined/step{t}/{split}').check()
+
+@patch
+def mine(self:AdversarialErasing, model, # the classifier whose CAMs are thresholded
+         ds, # the erased data set (`ErasedDataset`) at native size
+         st:Stage)->dict: # the split's stage (`split_stage`): its folder receives `<id>.npz`
+    "Mine `model`'s CAM regions above δ on the images of `ds` not yet in `st` (sharded over ranks, resumable); the stage's record."
     from torch.utils.data import Subset, DataLoader
-    from aepsl.cam import multiscale_cam
-    folder, c = Path(folder), self.cfg
-    rank, world = _rank_world()
-    mine_ids = list(range(len(ds.ids)))[rank::world]          # each rank its share, fixed before anything is written
-    todo = [i for i in mine_ids if not (folder / f'{ds.ids[i]}.npz').is_file()]
-    dl = DataLoader(Subset(ds, todo), c['cam_bs'], collate_fn=_as_list, num_workers=c['num_workers'])
-    j = 0
-    for items in dl:
-        groups = {}                                            # images of one size go through the network together
+    c, pos = self.cfg, {k: i for i, k in enumerate(ds.ids)}
+    order = [pos[k] for k in st.share(ds.ids, '.npz')]    # what `Stage.map` hands this rank, in its order (listed before any write)
+    cams, batches = {}, None
+    def fill(items, idx):
+        "CAMs of `items` (images `idx`) into `cams`: images of one size go through the network together."
+        groups = {}
         for k, it in enumerate(items): groups.setdefault(tuple(it[0].shape), []).append(k)
         for ks in groups.values():
             x, y = torch.stack([items[k][0] for k in ks]), torch.stack([items[k][1] for k in ks])
-            cams = self.cam(model, x, y).cpu().numpy()
-            for k, cam in zip(ks, cams):
-                i = todo[j + k]
-                if not np.isfinite(cam).all():
-                    raise FloatingPointError(f"the CAM of image {ds.ids[i]!r} is not finite (mining into {folder}): the classifier's "
-                                             f"outputs are NaN or infinite, so its regions would be empty; lower the learning rate "
-                                             f"or check the data, then delete {folder.parent} to redo the step")
-                save_regions(folder / f'{ds.ids[i]}.npz', mine_regions(cam[None], ds.labels[i][None], c['delta'])[0], ds.labels[i])
-        j += len(items)
+            for k, cam in zip(ks, self.cam(model, x, y).cpu().numpy()): cams[idx[k]] = cam
+    def write(image_id, path):
+        nonlocal batches
+        i = pos[image_id]
+        if batches is None:   # started on the first image to do: a finished stage loads nothing
+            bs = c['cam_bs']
+            dl = DataLoader(Subset(ds, order), bs, collate_fn=_as_list, num_workers=c['num_workers'])
+            batches = zip(dl, (order[j:j + bs] for j in range(0, len(order), bs)))
+        while i not in cams:
+            items, idx = next(batches, None) or ([ds[i]], [i])   # the next batch of this rank's share (else the image alone)
+            fill(items, idx)
+        cam = cams.pop(i)
+        if not np.isfinite(cam).all():
+            raise FloatingPointError(f"the CAM of image {image_id!r} is not finite (mining into {st.folder}): the classifier's "
+                                     f"outputs are NaN or infinite, so its regions would be empty; lower the learning rate "
+                                     f"or check the data, then delete {st.folder.parent} to redo the step")
+        save_regions(path, mine_regions(cam[None], ds.labels[i][None], c['delta'])[0], ds.labels[i])
+    return st.map(ds.ids, write, st.name, self.progress, suffix='.npz')
 
 def _check_finite(t:int, mAP, loss, *folders):
     "Refuse a step whose held-out mAP (the stopping rule's input) or training loss is not a finite number."
@@ -399,7 +423,8 @@ def train_step(self:AdversarialErasing, t:int, st:Stage)->dict:
     set_seed(self.seed + t)
     model = self.make_model(self.n_classes)                 # same initialisation whether resumed or not
     trn, hold = self.datasets(t)
-    hist = fit_classifier(model, self.train_data(trn, t), hold, loss_fn=self.loss(model), epochs=c['epochs'], bs=c['bs'], lr=c['lr'], flip=False, seed=self.seed + t,
+    sk = {} if c['sched'] is None else dict(sched=c['sched'], **({'lr_patience': c['lr_patience']} if c['sched'] == 'plateau' else {}))
+    hist = fit_classifier(model, self.train_data(trn, t), hold, loss_fn=self.loss(model), epochs=c['epochs'], bs=c['bs'], lr=c['lr'], flip=False, seed=self.seed + t, **sk,
                           num_workers=c['num_workers'], patience=c['patience'], device=self.device, progress=self.progress,
                           valid_bs=2 * c['bs'] if _fixed_size(hold) else 1, ckpt=cdir / 'train.pt', resume=True)
     model = getattr(model, 'module', model)
@@ -411,10 +436,9 @@ def train_step(self:AdversarialErasing, t:int, st:Stage)->dict:
         write_json(cdir / 'history.json', hist)
         cst.finish(best_epoch=best)
     t1 = time.time()
-    for ds, split in ((trn, 'train'), (hold, 'holdout')):
+    for ds, split, fp in zip((trn, hold), ('train', 'holdout'), self.fingerprints()):
         ds.tfms = seg_transforms(*self.stats())               # CAMs at native size, no augmentation
-        self.mine(model, ds, st.folder / split)
-    _barrier()                                               # every rank's share written before the marker
+        self.mine(model, ds, self.split_stage(t, split, fp))  # each split's marker once every rank's share is written
     rec = dict(step=t, holdout_mAP=row['mAP'], train_loss=row['train_loss'], epochs_trained=len(hist), best_epoch=best,
            train_time=round(t1 - t0, 2), mine_time=round(time.time() - t1, 2))
     if rank == 0: st.finish(**rec)
@@ -455,10 +479,13 @@ def n_used(self:AdversarialErasing)->int:
 # %% ../nbs/04_erasing.ipynb #7ec93781
 @patch
 def mined_steps(self:AdversarialErasing, i:int, # image index
-                split:str='train', # 'train' or 'holdout'
+                split:str='train', # 'train', 'holdout' or the name of an extra set given to `mine_split`
                 steps=None)->np.ndarray: # the steps to read; default: the used ones
     "uint8 C×H×W: the step at which each pixel was first mined for each class of image `i` (0 = never)."
-    ds = self.train_ds if split == 'train' else self.holdout_ds
+    sets = dict(train=self.train_ds, holdout=self.holdout_ds, **self._splits)
+    if split not in sets: raise ValueError(f"unknown split {split!r}: use {', '.join(map(repr, sets))} (an extra set is mined, "
+                                           f"and known to this object, once given to `mine_split`)")
+    ds = sets[split]
     steps = range(1, self.n_used + 1) if steps is None else steps
     img_shape = ds.image(i).shape[:2]
     out = np.zeros((self.n_classes,) + img_shape, np.uint8)
@@ -491,22 +518,16 @@ def evaluate(self:AdversarialErasing, steps:int=None)->list:
             for t, (m, (a, b)) in enumerate(zip(ms, added))]
 
 @patch
-def write_pseudo_objects(self:AdversarialErasing, folder=None,
+def write_pseudo_objects(self:AdversarialErasing, folder=None, # default: `pseudo_objects/` in the run folder
                          conflict:int|None=255)->Stage: # value of pixels mined for several classes (255: in doubt)
     "Write each training image's mined label map as a VOC palette PNG `<id>.png` at its size (resumable)."
     from aepsl.viz import save_label_png
     cfg = dict(steps=self.n_used, last_step=Stage(self.out / 'mined' / f'step{self.n_used}', self.step_config(self.n_used)).hash,
                conflict=conflict)
     st = Stage(Path(folder) if folder else self.out / 'pseudo_objects', cfg, 'pseudo_objects').check()
-    if st.done: return st
-    rank, world = _rank_world()
-    if rank == 0: st.begin()
-    _barrier()
-    for i, k in list(enumerate(self.train_ds.ids))[rank::world]:
-        if not st.file(k).is_file(): save_label_png(self.label_map(i, conflict=conflict), st.file(k))
-    _barrier()
-    if rank == 0: st.finish(n_images=len(self.train_ds.ids))
-    _barrier()
+    pos = {k: i for i, k in enumerate(self.train_ds.ids)}
+    st.map(self.train_ds.ids, lambda k, path: save_label_png(self.label_map(pos[k], conflict=conflict), path),
+           'pseudo objects', self.progress)
     return st
 
 # %% ../nbs/04_erasing.ipynb #464f7a68
@@ -524,7 +545,6 @@ def show_steps(self:AdversarialErasing, idx=(0, 1), # training images to show
     "Figure: per image, rows = the image $M_t$ trained on, $M_t$'s CAM, the regions mined up to t; a column per step."
     import matplotlib.pyplot as plt
     from aepsl.viz import overlay_heatmap, colorize
-    from aepsl.cam import cam_from_fc
     steps = steps or len(self.steps)
     mean, std = self.stats()
     norm = seg_transforms(mean, std)
@@ -535,7 +555,7 @@ def show_steps(self:AdversarialErasing, idx=(0, 1), # training images to show
         for k, i in enumerate(idx):
             img = trn.image(i)
             x = norm(tv_tensors.Image(torch.from_numpy(img).permute(2, 0, 1))).as_subclass(torch.Tensor)
-            cam = cam_from_fc(model, x[None], torch.as_tensor(trn.labels[i])[None])[0].amax(0).numpy()
+            cam = self.cam(model, x[None], torch.as_tensor(trn.labels[i])[None])[0].amax(0).cpu().numpy()   # the map that is mined
             panels = [img, overlay_heatmap(img, cam), colorize(self.label_map(i, t))]
             for r, p in enumerate(panels):
                 ax = axs[3 * k + r, t - 1]
@@ -548,6 +568,35 @@ def show_steps(self:AdversarialErasing, idx=(0, 1), # training images to show
                     ax.set_title(f"step {t}{'' if rec['success'] else ' (failed)'}\nheld-out mAP {rec['holdout_mAP']:.2f}", fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/04_erasing.ipynb #c0a1e5d2
+@patch
+def mine_split(self:AdversarialErasing, ds, # per-image data set with the training set's classes and none of its images
+               name:str, # its folder under each `mined/step<t>/` (not 'train' or 'holdout'); `mined_steps(i, name)` reads it
+              )->list: # each used step's record of `Stage.map`
+    "Mine the used steps' regions on an extra set (e.g. an evaluation split): step t's CAM regions on `ds`'s images erased with steps < t."
+    if name in ('train', 'holdout'):
+        raise ValueError(f"name={name!r} is a split the run itself mines: give the extra set another name")
+    check_id(name, 'mine_split')
+    check_wsss_data(ds, repr(name))
+    if tuple(ds.classes) != tuple(self.train_ds.classes):
+        raise ValueError(f"the classes of {name!r} {list(ds.classes)} differ from the training classes {list(self.train_ds.classes)}")
+    if shared := set(ds.ids) & set(self.train_ds.ids):
+        raise ValueError(f"{name!r} shares {len(shared)} images with the training set (e.g. {sorted(shared)[:3]}): the classifiers "
+                         f"were trained on them; mine a set of other images")
+    if not self.steps: raise RuntimeError("no step has run: call `run()` first (it reads finished steps back)")
+    fp, (mean, std) = data_fingerprint(ds), self.stats()
+    dev = torch.device(self.device) if self.device else default_device()
+    recs = []
+    for t in range(1, self.n_used + 1):
+        st = self.split_stage(t, name, fp)
+        if st.done:
+            recs.append(st.record)
+            continue
+        eds = ErasedDataset(ds, self.region_dirs(t, name), mean, std, self.cfg['fill'], seed=self.seed + t)   # as `datasets` erases the held-out set
+        recs.append(self.mine(self.load_model(t).to(dev), eds, st))
+    self._splits[name] = ds                                # `mined_steps(i, name)` reads it now
+    return recs
 
 # %% ../nbs/04_erasing.ipynb #ee7d973c
 class HideAndSeek(Dataset):
@@ -637,7 +686,9 @@ class ACoLMiner(AdversarialErasing):
             return ACoL(m.features, m.classifier.in_features, n, self.cfg['delta'])
         self.make_model = make
     def loss(self, model): return acol_loss(getattr(model, 'module', model))
-    def cam(self, model, x, y): return acol_cam(model, x, y)
+    def cam(self, model, x, y):
+        d = next(model.parameters()).device                  # the network's device: the CPU images go to it
+        return acol_cam(model, x.to(d), y.to(d))
 
 MINERS = Registry('miner')   # name -> class: AdversarialErasing's constructor and interface
 for _n, _m in (('ae', AdversarialErasing), ('has', HideAndSeekMiner), ('acol', ACoLMiner)): MINERS.register(_n, _m)
@@ -651,9 +702,10 @@ def _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed,
     kw = dict(allow_pickle=allow_pickle) if allow_pickle else {}
     return VOCWSSS(data, train_split, **kw), VOCWSSS(data, holdout_split, **kw)
 
-def _check_cli(cfg, data, seed, n_train, n_holdout, size):
+def _check_cli(cfg, data, seed, n_train, n_holdout, size, miner='ae'):
     "The command line's own settings, refused (naming each) before any data is read or the run folder made."
     bad = []
+    if miner not in MINERS: bad.append(f"miner={miner!r}: use {', '.join(MINERS)}")
     if not _int(seed, 0): bad.append(f"seed={seed!r} must be an integer ≥ 0")
     if data is None:
         for k, v in (('n_train', n_train), ('n_holdout', n_holdout), ('size', size)):
@@ -668,6 +720,7 @@ def _check_cli(cfg, data, seed, n_train, n_holdout, size):
 def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes it
                 data:str=None, # VOC-layout folder; default: the built-in synthetic benchmark
                 config:str='cpu', # preset: 'cpu' (small CNN, minutes on a CPU) or 'voc' (VGG-16 LargeFOV at 321 px, GPU)
+                miner:str='ae', # ae (Algorithm 1), has (Hide-and-Seek) or acol (ACoL): `MINERS`; has and acol train one classifier
                 arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0 (default: the preset's)
                 weights:str=None, # 'imagenet' (torchvision's, fetched to the torch hub cache on first use), a .pth file, or 'none'
                 train_split:str='train', # split whose images are mined
@@ -689,18 +742,19 @@ def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes 
                 device:str=None, # cuda, mps or cpu (default: the best available)
                 allow_pickle:bool=False, # read a pickled cls_labels.npy (runs code in the file: only for files you trust)
                 progress:bool=False): # progress bars
-    "Adversarial erasing (Algorithm 1) on the built-in benchmark or a VOC-layout folder, into a resumable run folder."
+    "Adversarial erasing (Algorithm 1) — or a baseline miner — on the built-in benchmark or a VOC-layout folder, into a resumable run folder."
     settings = dict(arch=arch, weights=weights, delta=delta, max_steps=max_steps,
                     rho=rho, min_map=min_map, epochs=epochs, patience=patience, bs=bs, lr=lr, crop_size=crop_size,
                     num_workers=num_workers)
     cfg = erasing_config(config, **settings)               # checked before anything is read, trained or written
-    _check_cli(cfg, data, seed, n_train, n_holdout, size)
+    _check_cli(cfg, data, seed, n_train, n_holdout, size, miner)
     trn, hold = _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed, allow_pickle)
-    ae = AdversarialErasing(trn, hold, out, preset=config, seed=seed, device=device, progress=progress,
-                            **{k: v for k, v in cfg.items() if k in settings and settings[k] is not None})   # checks the data
+    ae = MINERS(miner, trn, hold, out, preset=config, seed=seed, device=device, progress=progress,
+                **{k: v for k, v in cfg.items() if k in settings and settings[k] is not None})   # checks the data
     for ds, name in ((trn, 'training'), (hold, 'held-out')): scan_dataset(ds, name)   # every image and mask decodes, sizes agree
     fp_train, fp_hold = ae.fingerprints()
-    run = RunFolder(out, dict(cfg, preset=config, data=str(Path(data).resolve()) if data else 'synthetic',
+    who = {} if miner == 'ae' else dict(miner=miner)      # an AE run's config.json stays what it was
+    run = RunFolder(out, dict(ae.cfg, **who, preset=config, data=str(Path(data).resolve()) if data else 'synthetic',
                               data_fingerprint=dict(train=fp_train, holdout=fp_hold), train_split=train_split,
                               holdout_split=holdout_split, n_train=len(trn.ids), n_holdout=len(hold.ids),
                               size=size if data is None else None, seed=seed, classes=list(trn.classes), device=device,

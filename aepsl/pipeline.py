@@ -12,7 +12,7 @@ from fastcore.script import call_parse
 from tqdm.auto import tqdm
 from .runs import RunFolder, Stage, RUNTIME_KEYS, write_json, read_json, read_marker, atomic_write, is_main, measure
 from .train import init_distributed, barrier, save_checkpoint, load_checkpoint, set_seed
-from .data import VOCWSSS, synthetic_voc, _voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage
+from .data import VOCWSSS, synthetic_voc, voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage, carve_holdout
 from .erasing import MINERS, regions_to_label_map, PRESETS as AE_PRESETS
 from .config import pipeline_config, is_int
 from .config import PIPELINE_PRESETS, SEG_ARCHS, NO_WEIGHTS   # still importable from here, as before aepsl.config
@@ -55,12 +55,16 @@ class Pipeline:
         if num_workers is not None and not is_int(num_workers, 0): raise ValueError(f"num_workers={num_workers!r} must be an integer ≥ 0")
         self.rank, self.world = init_distributed()
         self.device = _device(device)
-        try: root = _voc_root(data)
+        try: root = voc_root(data)
         except (FileNotFoundError, ValueError) as e: raise type(e)(f"data={str(data)!r}: {e}") from None
         if not (root / 'JPEGImages').is_dir(): raise FileNotFoundError(f"data={str(data)!r}: no JPEGImages folder in {root} (a VOC-layout folder)")
         kw = dict(allow_pickle=True) if allow_pickle else {}
         self.trn = _split(data, 'train_split', c['train_split'], **kw)
-        self.hold = _split(data, 'holdout_split', c['holdout_split'], **kw)
+        if c['holdout_split'] is None:   # held out from the training split: the scored split chooses nothing
+            held = set(carve_holdout(self.trn.ids, c['holdout_frac'], c['seed']))
+            self.hold = self.trn.subset(held, f"{c['train_split']}[holdout]")
+            self.trn = self.trn.subset([i for i in self.trn.ids if i not in held], c['train_split'])
+        else: self.hold = _split(data, 'holdout_split', c['holdout_split'], **kw)
         self.ev = self.hold if c['eval_split'] == c['holdout_split'] else _split(data, 'eval_split', c['eval_split'], **kw)
         for ds in (self.hold, self.ev):
             if tuple(ds.classes) != tuple(self.trn.classes): raise ValueError(f"split {ds.split!r} has other classes than {self.trn.split!r}")
@@ -79,6 +83,8 @@ class Pipeline:
         # last, after every check: the run folder and its config.json
         if is_main(): self.run = RunFolder(self.out, dict(c, data_fingerprint=fp, data=str(data), device=str(self.device),
                                                           num_workers=num_workers, world=self.world), RUNTIME_KEYS + ('data', 'world'))
+        if is_main() and c['holdout_split'] is None:   # which images were held out, for the reader
+            atomic_write(self.out / 'holdout.txt', lambda f: Path(f).write_text('\n'.join(self.hold.ids) + '\n'))
         barrier()
         if not is_main():
             self.run = RunFolder(self.out, read_json(self.out / 'config.json'), RUNTIME_KEYS + ('data', 'world'))
@@ -90,9 +96,10 @@ class Pipeline:
 
 # %% ../nbs/09_pipeline.ipynb #28c58f41
 from .cam import cams_to_label_map
+from .crf import crf_params
 from .saliency import saliency_stage
 from .pseudo import pseudo_stage
-from .psl import SegDataset, PSLLoss, fit_seg, seg_train_tfms, normalize_image, predict_stage, evaluate_folder
+from .psl import SegDataset, PSLLoss, fit_seg, seg_train_tfms, normalize_image, predict_stage, evaluate_folder, branch_map, weak_branch
 
 class Splits:
     "Several splits of one data set read as one: each id once, in order, every image read from its own split."
@@ -117,6 +124,7 @@ def erasing(self:Pipeline)->dict:
                                  progress=self.progress, num_workers=self.num_workers, **c['erasing'])
     steps = self.ae.run()
     self.ae.write_pseudo_objects()   # every rank writes its share (aepsl.erasing shards it)
+    if self.ev is not self.hold: self.ae.mine_split(self.ev, 'eval')   # for the ladder only: no decision reads these
     return dict(steps=[{k: s[k] for k in ('step', 'holdout_mAP', 'success', 'resumed', 'epochs_trained')} for s in steps],
                 steps_used=self.ae.n_used, skipped=all(s['resumed'] for s in steps))
 
@@ -157,27 +165,37 @@ def cams(self:Pipeline, ds):
 def saliency(self:Pipeline)->dict:
     "Stage 3: `aepsl.saliency.saliency_stage` (method `saliency`) on every training and evaluation image."
     c = self.cfg
-    ds = Splits(self.trn, self.ev)
+    ds = Splits(self.trn, self.hold, self.ev)
     done = (self.out / 'saliency' / 'done.json').is_file()
     kw = dict(scales=c['sal_scales'], w_contrast=c['w_contrast']) if c['saliency'] == 'unsupervised' else {}
     st = saliency_stage(ds, self.out / 'saliency', c['saliency'], progress=self.progress,
-                        config=dict(data=[data_fingerprint(self.trn), data_fingerprint(self.ev)]), **kw)
+                        config=dict(data=[data_fingerprint(d) for d in (self.trn, self.hold, self.ev)]), **kw)
     return dict(st.record, skipped=done)
 
 @patch
 def objects(self:Pipeline, image_id)->np.ndarray:
-    "AE's mined label map of an image, 255 where several classes claimed a pixel (training: `pseudo_objects/`; held-out: rebuilt from its regions)."
-    if image_id in self._hold_pos: return regions_to_label_map(self.ae.mined_steps(self._hold_pos[image_id], 'holdout'), conflict=255)
+    "The miner's label map of an image, 255 where several classes claimed a pixel (training: `pseudo_objects/`; held-out, evaluation: rebuilt from its regions)."
+    for ds, name in ((self.hold, 'holdout'), (self.ev, 'eval')):
+        if image_id in (pos := self._pos(ds)): return regions_to_label_map(self.ae.mined_steps(pos[image_id], self._regions(ds)), conflict=255)
     return load_label_png(self.out / 'pseudo_objects' / f'{image_id}.png')
 
-@patch(as_prop=True)
-def _hold_pos(self:Pipeline)->dict: return {k: i for i, k in enumerate(self.hold.ids)}
+@patch
+def _pos(self:Pipeline, ds)->dict:
+    "id -> index in `ds` (kept: asked once per image)."
+    if not hasattr(self, '_pos_cache'): self._pos_cache = {}
+    if id(ds) not in self._pos_cache: self._pos_cache[id(ds)] = {k: i for i, k in enumerate(ds.ids)}
+    return self._pos_cache[id(ds)]
+
+@patch
+def _regions(self:Pipeline, ds)->str:
+    "The name of the mined regions of `ds`: 'holdout', or 'eval' for an evaluation split that is not the held-out one."
+    return 'holdout' if ds is self.hold else 'eval'
 
 @patch
 def pseudo(self:Pipeline)->dict:
-    "Stage 4: `aepsl.pseudo.pseudo_stage` (rule `pseudo_rule`) on the training images (and the evaluation ones when they are the held-out split), quality on the training split."
+    "Stage 4: `aepsl.pseudo.pseudo_stage` (rule `pseudo_rule`) on the training, held-out and evaluation images; quality on the training split."
     c = self.cfg
-    ds = Splits(self.trn, self.ev) if self.ev is self.hold else Splits(self.trn)   # objects exist for held-out images only
+    ds = Splits(self.trn, self.hold, self.ev)   # training: to learn from; held-out: to stop; evaluation: the ladder's rung
     done = (self.out / 'pseudo' / 'done.json').is_file()
     kw = dict(objects=lambda j: self.objects(ds.ids[j]), bg_threshold=c['bg_threshold']) if c['pseudo_rule'] == 'ae' else \
          dict(cams=self.cams(ds))   # Oh et al.: the step-1 classifier's CAMs as seeds
@@ -193,7 +211,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
     c = self.cfg
     st = self.run.stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
                                    lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'],
-                                   pseudo=self._hash('pseudo')))
+                                   pseudo=self._hash('pseudo'), **(dict(prohibit_by='labels') if psl else {})))
     if st.done: return dict(st.record, skipped=True)
     if is_main(): st.begin()
     barrier()
@@ -204,10 +222,12 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
                    bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers, device=self.device,
                    ckpt=st.folder / 'train.pt', resume=True, progress=self.progress)
     save_checkpoint(st.folder / 'model.pt', model)
+    bm = branch_map(model.eval(), self.hold, mean=mean, std=std) if psl else None   # held-out images: is v fit to prohibit?
     rec = None
     if is_main():
         write_json(st.folder / 'history.json', hist)
-        rec = st.finish(epochs=len(hist), train_loss=hist[-1]['train_loss'], train_time=round(time.time() - t0, 2))
+        rec = st.finish(epochs=len(hist), train_loss=hist[-1]['train_loss'], train_time=round(time.time() - t0, 2),
+                        **({} if bm is None else dict(branch_mAP=round(float(bm), 4))))
     barrier()
     return rec or {}
 
@@ -225,7 +245,7 @@ def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred
     "Stages 7–9: `aepsl.psl.predict_stage` on the evaluation split (test-time scales/flips, prohibition, DenseCRF)."
     c = self.cfg
     st = self.run.stage(name, dict(net=self._hash(net), scales=c['test_scales'], flip=c['test_flip'], prohibit=c['test_prohibit'],
-                                   crf=c['crf'] if crf else None, data=data_fingerprint(self.ev)))
+                                   crf=crf_params(c['crf']) if crf else None, data=data_fingerprint(self.ev)))   # the widths, not only the name
     if st.done: return dict(st.record, skipped=True)
     mean, std = self.ae.stats()
     predict_stage(self.load_segnet(net), self.ev, st, c['test_scales'], c['test_flip'], crf=c['crf'] if crf else None,
@@ -245,22 +265,49 @@ def ladder(self:Pipeline)->list:
     ev, n, names = self.ev, self.ae.n_used, ['background', *self.ev.classes]
     rows = [dict(rung='CAM', what=f"step-1 classifier's CAM, background below {self.cfg['cam_threshold']}",
                  mIoU=evaluate_predictions(self.out / 'cam', ev)['mIoU'])]
-    if ev is self.hold:   # the held-out regions of every step, and the held-out pseudo labels
-        ms, pq = [SegMetric(len(names), names) for _ in range(n)], PseudoQuality(len(ev.classes), ev.classes)
-        for i, k in enumerate(ev.ids):
-            g, s = ev.mask(i), self.ae.mined_steps(i, 'holdout')
-            for t in range(1, n + 1): ms[t - 1].update(torch.from_numpy(regions_to_label_map(s, t)).long(), torch.from_numpy(g).long())
-            pq.update(load_label_png(self.out / 'pseudo' / f'{k}.png'), g)
-        rows += [dict(rung=f'{MINER_NAMES[self.cfg["miner"]]} step {t}', what=f'regions mined up to step {t} (the rest background)', mIoU=_pct(m.miou))
-                 for t, m in enumerate(ms, 1)]
-        q = pq.summary()
-        rows.append(dict(rung='pseudo labels', mIoU=q['miou'],
-                         what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
+    ms, pq = [SegMetric(len(names), names) for _ in range(n)], PseudoQuality(len(ev.classes), ev.classes)
+    on_pseudo = {f: SegMetric(len(names), names) for f in ('pred_ssl', 'pred')}   # the networks where the pseudo labels have a label
+    for i, k in enumerate(ev.ids):   # every step's regions, and the pseudo labels, of the evaluation images
+        g, s, pl = ev.mask(i), self.ae.mined_steps(i, self._regions(ev)), load_label_png(self.out / 'pseudo' / f'{k}.png')
+        for t in range(1, n + 1): ms[t - 1].update(torch.from_numpy(regions_to_label_map(s, t)).long(), torch.from_numpy(g).long())
+        pq.update(pl, g)
+        for f, m in on_pseudo.items():
+            m.update(torch.from_numpy(load_label_png(self.out / f / f'{k}.png')).long(), torch.from_numpy(np.where(pl == 255, 255, g)).long())
+    rows += [dict(rung=f'{MINER_NAMES[self.cfg["miner"]]} step {t}', what=f'regions mined up to step {t} (the rest background)', mIoU=_pct(m.miou))
+             for t, m in enumerate(ms, 1)]
+    q = pq.summary()
+    rows.append(dict(rung='pseudo labels', mIoU=q['miou'],
+                     what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
     for rung, folder, what in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only'),
                                ('AE-PSL', 'pred', 'segmentation net with PSL'), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF')):
         rows.append(dict(rung=rung, what=what, mIoU=evaluate_predictions(self.out / folder, ev)['mIoU'], folder=folder))
+        if folder in on_pseudo: rows[-1]['mIoU_pseudo_pixels'] = _pct(on_pseudo[folder].miou)   # comparable with the pseudo labels' row
     for r in rows: r.update(split=ev.split, n_images=len(ev.ids))
     return rows
+
+@patch
+def flags(self:Pipeline, rows:list)->list:
+    "What the run must tell its user: a rung below the one before it, a classifier stopped by its epoch cap while still improving."
+    out, r = [], {x['rung']: x['mIoU'] for x in rows}
+    steps = [x['rung'] for x in rows if ' step ' in x['rung']]
+    for a, b in zip(steps, steps[1:]):
+        if r[b] < r[a]: out.append(f"{b} ({r[b]:.2f}) is below {a} ({r[a]:.2f}): that step mined background (over-erasing) "
+                                   f"and the stopping rule kept it; try a lower --max_steps or a higher --rho")
+    for lo, hi, why in (('AE-PSL', 'AE-SSL', "the online labels reinforce the network's own background bias (see 08_psl); try a longer --psl_warmup or a lower --psl_weight"),
+                        ('AE-PSL + CRF', 'AE-PSL', "the CRF hurts: its kernels may not suit these images (--crf)"),
+                        ):
+        if lo in r and hi in r and r[lo] < r[hi]: out.append(f"{lo} ({r[lo]:.2f}) is below {hi} ({r[hi]:.2f}): {why}")
+    for x in rows:   # on the same pixels: those the pseudo labels label
+        if 'mIoU_pseudo_pixels' in x and 'pseudo labels' in r and x['mIoU_pseudo_pixels'] < r['pseudo labels']:
+            out.append(f"{x['rung']} ({x['mIoU_pseudo_pixels']:.2f} on the pixels the pseudo labels label) is below its pseudo labels "
+                       f"({r['pseudo labels']:.2f}): the network learnt them badly (train longer, --seg_epochs, or check --seg_lr)")
+    if (bm := read_marker(self.out / 'seg' / 'done.json').get('branch_mAP')) is not None and (w := weak_branch(bm)): out.append(w)
+    cap = self.cfg['erasing']['epochs']
+    for s in self.ae.steps:
+        if s.get('epochs_trained', 0) >= cap and s.get('best_epoch') == s['epochs_trained'] - 1:
+            out.append(f"the step-{s['step']} classifier stopped at the epoch cap ({cap}) while its held-out mAP was still rising: "
+                       f"raise --epochs")
+    return out
 
 @patch
 def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
@@ -277,7 +324,7 @@ def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
         k, img = ev.ids[i], ev.image(i)
         cam = self.ae.cam(model, normalize_image(img, mean, std)[None], torch.as_tensor(ev.labels[i])[None])[0].amax(0).numpy()
         lab = lambda f: colorize(load_label_png(self.out / f / f'{k}.png')) if (self.out / f / f'{k}.png').is_file() else np.zeros_like(img)
-        panels = [img, overlay_heatmap(img, cam), colorize(self.objects(k)) if ev is self.hold else np.zeros_like(img),
+        panels = [img, overlay_heatmap(img, cam), colorize(self.objects(k)),
                   lab('pseudo'), lab('pred'), lab('pred_crf'), colorize(ev.mask(i))]
         for j, p in enumerate(panels):
             ax = axs[r, j]
@@ -296,6 +343,7 @@ def results_table(metrics:dict)->str:
         out += [f"mIoU (%, background included) on the {l[0]['split']} split ({l[0]['n_images']} images):", '',
                 '| rung | mIoU | what |', '|---|---|---|']
         out += [f"| {r['rung']} | {r['mIoU']:.2f} | {r['what']} |" for r in l]
+    if fl := metrics.get('flags'): out += ['', '**Warnings** (see log.txt):', ''] + [f'- {f}' for f in fl]
     st = metrics.get('stages', {})
     if st:
         out += ['', '| stage | seconds | peak RSS (MB) |', '|---|---|---|']
@@ -315,7 +363,9 @@ def evaluate(self:Pipeline)->dict:
         st.begin()
         if getattr(self.ev, 'has_masks', True):
             rows = self.ladder()
-            self.metrics = self.run.update_metrics(ladder=rows, final_mIoU=rows[-1]['mIoU'])
+            flags = self.flags(rows)
+            for f in flags: self.run.log.warning(f"warning: {f}")
+            self.metrics = self.run.update_metrics(ladder=rows, final_mIoU=rows[-1]['mIoU'], flags=flags)
             if getattr(self.trn, 'has_masks', True):
                 self.metrics = self.run.update_metrics(train_quality=dict(erasing=self.ae.evaluate(), pseudo=read_marker(self.out / 'pseudo' / 'done.json')['quality']))
             import matplotlib.pyplot as plt
@@ -387,7 +437,8 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               config:str='cpu', # preset: 'cpu' (small nets, minutes on a CPU) or 'voc' (VGG-16 DeepLab-LargeFOV, GPUs)
               stop_after:str=None, # last stage to run: erasing, cam, saliency, pseudo, seg_ssl, seg, pred_ssl, pred, pred_crf, evaluate
               train_split:str=None, # split whose images are mined and trained on
-              holdout_split:str=None, # held-out split of the erasing stopping rule (image-level labels only)
+              holdout_split:str=None, # split of held-out images for the stopping rules (image-level labels only); default: part of train_split
+              holdout_frac:float=None, # without holdout_split: the fraction of train_split held out (cpu, voc: 0.1)
               eval_split:str=None, # split scored with its masks
               miner:str=None, # object miner: ae (adversarial erasing, Algorithm 1), has (Hide-and-Seek) or acol (ACoL)
               arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0
@@ -425,7 +476,7 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
     try:
         if stop_after is not None and stop_after not in STAGES:
             raise ValueError(f"stop_after={stop_after!r} is not a stage: stages are {', '.join(STAGES)}")
-        ov = _run_overrides(train_split=train_split, holdout_split=holdout_split, eval_split=eval_split, miner=miner, arch=arch, weights=weights,
+        ov = _run_overrides(train_split=train_split, holdout_split=holdout_split, holdout_frac=holdout_frac, eval_split=eval_split, miner=miner, arch=arch, weights=weights,
                             delta=delta, max_steps=max_steps, rho=rho, epochs=epochs, patience=patience, bs=bs, lr=lr,
                             crop_size=crop_size, cam_threshold=cam_threshold, bg_threshold=bg_threshold, saliency=saliency, pseudo_rule=pseudo_rule, seg_arch=seg_arch,
                             seg_weights=seg_weights, seg_epochs=seg_epochs, seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight,
@@ -437,14 +488,14 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
     except KeyboardInterrupt: _interrupted(f"during stage {p.stage_now}" if p.stage_now else 'between stages')
     if is_main(): print(results_table(m), flush=True)
 
-DEMO = dict(n_train=300, n_val=100, epochs=8, seg_epochs=30)
+DEMO = dict(n_train=300, n_val=100)   # every setting else is the cpu preset's
 
 @call_parse
 def aepsl_demo(out:str='runs/demo', # run folder; the benchmark is written to <out>/data
                n_train:int=DEMO['n_train'], # training images of the built-in benchmark
-               n_val:int=DEMO['n_val'], # validation images (held-out for erasing, scored at the end)
-               epochs:int=DEMO['epochs'], # epoch cap of each erasing classifier (cpu preset: 8)
-               seg_epochs:int=DEMO['seg_epochs'], # segmentation epochs (cpu preset: 30)
+               n_val:int=DEMO['n_val'], # validation images, scored at the end (10 % of the training images are held out)
+               epochs:int=None, # epoch cap of each erasing classifier (default: the cpu preset's, 60, stopped by patience)
+               seg_epochs:int=None, # segmentation epochs (default: the cpu preset's, 30)
                device:str=None, # default: the best available
                quiet:bool=False): # no progress display
     "The built-in benchmark written to disk in VOC layout, then `aepsl_run --config cpu` on it; prints the results table."

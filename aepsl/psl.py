@@ -13,20 +13,21 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from .data import seg_transforms, IMAGENET_MEAN, IMAGENET_STD
 from .viz import load_label_png, save_label_png
-from .metrics import SegMetric
+from .metrics import SegMetric, mean_average_precision
 from .train import fit, make_optimizer, set_seed, amp_dtype, seeded_loader
 from .runs import Stage, check_id, Registry
 from .cam import eval_mode
 from .crf import crf_probs, crf_batch, crf_params
 
 # %% auto #0
-__all__ = ['UNCERTAIN', 'SEGNETS', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset', 'seg_train_tfms', 'make_segnet',
-           'fit_seg', 'normalize_image', 'native_batches', 'seg_probs', 'seg_eval', 'predict_stage', 'evaluate_folder',
-           'evaluate_predictions', 'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
+__all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset',
+           'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs', 'seg_eval',
+           'predict_stage', 'evaluate_folder', 'branch_scores', 'branch_map', 'weak_branch', 'evaluate_predictions',
+           'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
 def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
-             v:torch.Tensor, # B×C image-level scores in [0, 1]
+             v:torch.Tensor, # B×C image-level weights in [0, 1]: the branch's scores, or the image's labels
             )->torch.Tensor: # B×(C+1)×H×W, renormalised per pixel
     "[1, v] ⊗ f: class c's scores weighted by v_c, the background's by 1, renormalised to sum to one per pixel."
     w = torch.cat([torch.ones_like(v[:, :1]), v], 1)
@@ -35,10 +36,13 @@ def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
 
 @torch.no_grad()
 def online_labels(seg_logits:torch.Tensor, # B×(C+1)×H×W segmentation logits
-                  cls_logits:torch.Tensor, # B×C classification-branch logits
+                  cls_logits:torch.Tensor=None, # B×C classification-branch logits: v = σ(cls)
+                  labels:torch.Tensor=None, # B×C image-level labels in {0, 1}: v = labels (training, where they are known)
                  )->torch.Tensor: # long B×H×W
-    "Ŝ = argmax([1, v] ⊗ f): the softmax scores f with class c weighted by v_c = σ(cls_c), background by 1."
-    return prohibit(seg_logits.float().softmax(1), torch.sigmoid(cls_logits.float())).argmax(1)
+    "Ŝ = argmax([1, v] ⊗ f): the softmax scores f with class c weighted by v_c, background by 1; v = `labels` if given, else σ(`cls_logits`)."
+    if (cls_logits is None) == (labels is None): raise ValueError("online_labels: pass exactly one of cls_logits and labels")
+    v = torch.sigmoid(cls_logits.float()) if labels is None else labels.float()
+    return prohibit(seg_logits.float().softmax(1), v).argmax(1)
 
 # %% ../nbs/08_psl.ipynb #d68b9ddc
 UNCERTAIN = 254  # an uncertain pseudo-label pixel once loaded (255 on disk): 255 is left to the crop's padding
@@ -51,6 +55,8 @@ def _nll(logp, target, ignore=(UNCERTAIN, 255)):
     return F.nll_loss(logp, t, ignore_index=255, reduction='sum') / n
 
 # %% ../nbs/08_psl.ipynb #04556347
+PROHIBIT_BY = ('labels', 'branch')   # what weights the classes of Ŝ during training (see below)
+
 class PSLLoss:
     "J(f, S) + λ·J(f, Ŝ) + μ·BCE(v, y): pseudo labels, online labels (PSL) and the image-level loss."
     def __init__(self,
@@ -59,7 +65,9 @@ class PSLLoss:
                  cls_weight:float=1., # μ, weight of the classification branch's BCE
                  upsample:bool=True, # compare at label resolution (bilinear logits); False: labels downsampled (nearest)
                  warmup:float=0., # ramp λ up linearly over this fraction of the run (needs `track`; 0: the paper's, λ from the start)
+                 prohibit_by:str='labels', # Ŝ's class weights: 'labels' (the image's known labels y) or 'branch' (σ of the branch, soft)
                 ):
+        if prohibit_by not in PROHIBIT_BY: raise ValueError(f"prohibit_by={prohibit_by!r}: use one of {', '.join(PROHIBIT_BY)}")
         store_attr()
         self.last, self._sched, self._total = {}, None, None
 
@@ -91,7 +99,8 @@ class PSLLoss:
         lam = self.online_weight
         if lam > 0:
             with torch.no_grad():                  # Ŝ = argmax(log f + log [1, v]): `online_labels`, in log space
-                lv = F.logsigmoid(cls.float())     # float32 even when the network ran in half precision
+                # float32 even when the network ran in half precision; log 0 = -inf: an absent class never wins
+                lv = y.clamp(0, 1).log() if self.prohibit_by == 'labels' else F.logsigmoid(cls.float())
                 lw = torch.cat([torch.zeros_like(lv[:, :1]), lv], 1)
                 s_hat = (logp + lw[:, :, None, None]).argmax(1)
             s_hat = s_hat.masked_fill(S == 255, 255)   # padding only: uncertain pixels (254) are where Ŝ teaches
@@ -338,6 +347,39 @@ def evaluate_folder(ds, # base dataset with ground truth
                              f"only {m.n_classes - 1} classes (0 = background)")
         m.update(torch.from_numpy(p.astype(np.int64)), torch.from_numpy(g.astype(np.int64)))
     return m
+
+# %% ../nbs/08_psl.ipynb #bf089f70
+MIN_BRANCH_MAP = 0.8  # held-out mAP below which the branch's v is too weak for [1, v] weighting (test-time `prohibit_classes`)
+
+def branch_scores(model, # a `SegNet`
+                  ds, # base dataset (`ids`, `image(i)`)
+                  bs:int=16, # images per forward pass
+                  scales=(1.0,), flip:bool=False, # test-time augmentation (see `seg_probs`)
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 )->np.ndarray: # N×C sigmoid scores v, in the order of `ds.ids`
+    "The classification branch's image-level scores v of every image of `ds`."
+    v = np.zeros((len(ds.ids), model.n_classes), np.float32)
+    for idx, _, x in native_batches(ds, bs=bs, mean=mean, std=std): v[idx] = seg_probs(model, x, scales, flip)[1].cpu().numpy()
+    return v
+
+def branch_map(model, # a `SegNet`
+               ds, # base dataset with image-level labels (`ids`, `labels`, `image(i)`), held out from training
+               **kwargs, # `branch_scores` options (bs, scales, flip, mean, std)
+              )->float: # macro mAP in [0, 1]
+    "The classification branch's mean average precision on `ds`'s image-level labels (`aepsl.metrics.mean_average_precision`)."
+    y = np.asarray(ds.labels)
+    if y.ndim != 2 or y.shape != (len(ds.ids), model.n_classes):
+        raise ValueError(f"branch_map: labels of shape {y.shape} for {len(ds.ids)} images and a {model.n_classes}-class branch")
+    return mean_average_precision(branch_scores(model, ds, **kwargs), y)
+
+def weak_branch(mAP:float, # the branch's held-out mAP (`branch_map`)
+                threshold:float=MIN_BRANCH_MAP, # the lowest mAP at which [1, v] is trusted
+               )->str|None: # a warning naming both numbers, or None when the branch is strong enough
+    "Why the branch's [1, v] weighting should not be trusted, or None."
+    if not math.isfinite(mAP): return f"the classification branch's mAP is {mAP}: no held-out image has a positive label"
+    if mAP < threshold:
+        return (f"the classification branch reaches only {100 * mAP:.1f} % held-out mAP (< {100 * threshold:.0f} %): its scores v "
+                f"are too weak for [1, v] weighting; leave test-time prohibition off (test_prohibit=False)")
 
 # %% ../nbs/08_psl.ipynb #fcf69ab2
 from fastcore.script import call_parse

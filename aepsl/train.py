@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['default_device', 'set_seed', 'DivergedError', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state',
            'SeededSamples', 'seeded_loader', 'is_distributed', 'rank_world', 'barrier', 'shard', 'init_distributed',
-           'distributed_loader', 'amp_dtype', 'fit', 'predict_scores', 'classifier_metrics', 'make_optimizer',
-           'fit_classifier']
+           'distributed_loader', 'amp_dtype', 'fit', 'WarmupPlateau', 'predict_scores', 'classifier_metrics',
+           'make_optimizer', 'fit_classifier']
 
 # %% ../nbs/01a_train.ipynb #d2a2d58c
 import os, random, time, math, warnings, copy, atexit
@@ -269,7 +269,11 @@ def _resume(ckpt, model, opt, sched, device, epochs, n_batches, dl, scaler=None)
     state = torch.load(ckpt, map_location='cpu', weights_only=True)
     planned = extra.get('epochs', epochs)
     if sched is not None and 'sched' in state:
-        if planned == epochs: sched.load_state_dict(state['sched'])
+        if hasattr(sched, 'report') != ('reductions' in state['sched']):   # plateau vs a schedule of fixed length
+            raise ValueError(f"{ckpt} was written with another kind of learning-rate schedule than this run's "
+                             f"{type(sched).__name__}: it cannot continue it; delete it to retrain")
+        # a schedule of fixed length is tied to the planned epochs; one driven by the metric (`report`) is not
+        if planned == epochs or hasattr(sched, 'report'): sched.load_state_dict(state['sched'])
         else:
             warnings.warn(f"{ckpt} planned {planned} epochs, now {epochs}: the learning-rate schedule is recomputed "
                           f"for {epochs} epochs and fast-forwarded over the {extra.get('epoch', -1) + 1} done")
@@ -312,7 +316,7 @@ def fit(model:nn.Module, # the network; moved to `device`
         loss_fn, # `loss_fn(model(x), y)` -> scalar tensor
         epochs:int, # number of passes over `train_dl` (the cap, with `patience`)
         opt:torch.optim.Optimizer, # optimiser over the model's parameters
-        sched=None, # learning-rate scheduler, stepped after every batch
+        sched=None, # learning-rate scheduler, stepped after every batch (and told `monitor` after every epoch if it has `report`)
         valid_fn=None, # `valid_fn(model)` -> dict of metrics, called after every epoch
         device=None, # default: `default_device()`
         amp:bool=True, # mixed precision (autocast) on CUDA
@@ -322,12 +326,20 @@ def fit(model:nn.Module, # the network; moved to `device`
         grad_clip:float=None, # clip the gradient norm to this value
         progress:bool=True, # show a tqdm progress bar
         patience:int=None, # stop when `monitor` has not improved for this many epochs (needs `valid_fn`)
-        monitor:str='mAP', # the `valid_fn` metric watched by `patience`
+        monitor:str='mAP', # the `valid_fn` metric watched by `patience` (and by a scheduler with `report`)
         mode:str='max', # 'max' or 'min': which way `monitor` improves
-       )->list: # one dict per epoch: epoch, train_loss, time and the `valid_fn` metrics
+       )->list: # one dict per epoch: epoch, train_loss, lr (at the epoch's end), time and the `valid_fn` metrics
     "Train `model` for `epochs` epochs; the training loop shared by all networks (DDP when `torch.distributed` is initialised)."
     if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if patience is not None and valid_fn is None: raise ValueError("patience needs a valid_fn to watch")
+    if mode not in ('max', 'min'): raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    reports = hasattr(sched, 'report')   # a schedule driven by the held-out metric (`WarmupPlateau`)
+    if reports and valid_fn is None:
+        raise ValueError(f"the {type(sched).__name__} schedule lowers the learning rate when the held-out {monitor!r} stalls, "
+                         f"so it needs a valid_fn (for fit_classifier: a valid_ds); without one use sched='onecycle' or 'poly'")
+    if reports and patience is not None and patience <= sched.lr_patience:
+        raise ValueError(f"patience={patience} must exceed the schedule's lr_patience={sched.lr_patience}: otherwise training "
+                         f"stops before (or as) the learning rate is lowered, and the lower rate never acts")
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
     n_batches = len(train_dl)
@@ -366,20 +378,25 @@ def fit(model:nn.Module, # the network; moved to `device`
             if sched is not None: sched.step()
             tot += loss.detach().float() * len(x)
             n += len(x)
-        row = dict(epoch=epoch, train_loss=_mean_over_ranks(tot, n, device))
+        row = dict(epoch=epoch, train_loss=_mean_over_ranks(tot, n, device), lr=opt.param_groups[0]['lr'])
         if valid_fn is not None:
             _sync_buffers(model)
             row.update(_from_rank0(valid_fn(_unwrap(model))))   # every rank takes the same early-stopping decision
+            if reports and monitor not in row:
+                raise ValueError(f"the {type(sched).__name__} schedule watches {monitor!r}, which valid_fn did not return "
+                                 f"(it returned {', '.join(k for k in row if k not in ('epoch', 'train_loss', 'lr'))}); pass monitor=")
         row['time'] = round(time.time() - t0, 2)
         _check_epoch(row, model, epoch, opt, ckpt)   # a diverged epoch never overwrites the last good checkpoint
         history.append(row)
+        if reports: sched.report(row[monitor], mode)   # before the checkpoint: a resumed run has the same rate
         if patience is not None:
             if _improved(row, best, monitor, mode):
                 best = dict(epoch=epoch, value=row[monitor], model=copy.deepcopy(_unwrap(model).state_dict()))
             stopped = epoch - best['epoch'] >= patience if best is not None else epoch + 1 >= patience
         if show:
             bar.update(1)
-            bar.write('  '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in row.items()))
+            bar.write('  '.join(f'{k} {v:.3g}' if k == 'lr' else f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+                                for k, v in row.items()))
         if ckpt is not None:
             save_checkpoint(ckpt, model, opt, sched, epoch=epoch, epochs=epochs, history=history, best=best, rng=rng_state(train_dl),
                             scaler=scaler.state_dict() if scaler is not None else {})
@@ -389,6 +406,46 @@ def fit(model:nn.Module, # the network; moved to `device`
         _unwrap(model).load_state_dict(best['model'])
         history[-1] = {**history[-1], 'restored_best_epoch': best['epoch']}
     return history
+
+# %% ../nbs/01a_train.ipynb #56ffde69
+class WarmupPlateau(torch.optim.lr_scheduler.LRScheduler):
+    "Linear warm-up over `warmup` steps to each group's rate, then that rate times `factor` per stall of `lr_patience` epochs."
+    def __init__(self, optimizer:torch.optim.Optimizer, # its groups' `lr` are the peak rates
+                 warmup:int=0, # steps of linear warm-up from `1/warmup` of the peak (0: start at the peak)
+                 factor:float=0.3, # multiplier of the rate at each reduction, in (0, 1)
+                 lr_patience:int=1, # epochs without improvement of the reported metric before a reduction
+                 last_epoch:int=-1, # steps already taken (-1: a new run; `load_state_dict` restores a saved one)
+                ):
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be a whole number of steps ≥ 0, got {warmup!r}")
+        if not 0 < factor < 1: raise ValueError(f"factor must lie strictly between 0 and 1, got {factor!r}")
+        if isinstance(lr_patience, bool) or not isinstance(lr_patience, int) or lr_patience < 1:
+            raise ValueError(f"lr_patience must be an integer ≥ 1 (epochs), got {lr_patience!r}")
+        self.warmup, self.factor, self.lr_patience = warmup, float(factor), lr_patience
+        self.best, self.bad, self.reductions = None, 0, 0   # plain numbers: the state loads with `weights_only`
+        super().__init__(optimizer, last_epoch)
+
+    def _scale(self)->float:
+        w = min(1., (self.last_epoch + 1) / self.warmup) if self.warmup else 1.
+        return w * self.factor ** self.reductions
+
+    def get_lr(self)->list: return [b * self._scale() for b in self.base_lrs]
+
+    def report(self, value:float, # the epoch's watched metric; None or NaN counts as no improvement
+               mode:str='max', # 'max' or 'min': which way `value` improves
+              )->bool: # True if the rate was lowered
+        "Tell the schedule an epoch's metric; lower the rate after `lr_patience` epochs without a strict improvement."
+        if mode not in ('max', 'min'): raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        ok = value is not None and math.isfinite(value)
+        if ok and (self.best is None or (value > self.best if mode == 'max' else value < self.best)):
+            self.best, self.bad = float(value), 0
+            return False
+        self.bad += 1
+        if self.bad < self.lr_patience: return False
+        self.bad, self.reductions = 0, self.reductions + 1
+        for g, lr in zip(self.optimizer.param_groups, self.get_lr()): g['lr'] = lr
+        self._last_lr = [g['lr'] for g in self.optimizer.param_groups]
+        return True
 
 # %% ../nbs/01a_train.ipynb #a7339943
 @torch.no_grad()
@@ -431,13 +488,17 @@ def classifier_metrics(model:nn.Module, # a classifier
 
 # %% ../nbs/01a_train.ipynb #8c8fef83
 def make_optimizer(model:nn.Module, # a `CAMClassifier`
-                   total_steps:int, # number of optimiser steps of the whole run
+                   total_steps:int, # number of optimiser steps of the whole run (the cap, for 'plateau': unused)
                    opt:str='adamw', # 'adamw' or 'sgd'
                    lr:float=3e-3, # (peak) learning rate of the backbone
                    wd:float=1e-4, # weight decay
-                   sched:str='onecycle', # 'onecycle', 'poly' or 'const'
+                   sched:str='onecycle', # 'onecycle', 'poly', 'plateau' (`WarmupPlateau`, for runs of unknown length) or 'const'
                    head_mult:float=1, # learning-rate multiplier of the new layers (`model.param_groups()`)
                    momentum:float=0.9, # SGD momentum
+                   warmup_epochs:float=1, # 'plateau': epochs of linear warm-up
+                   factor:float=0.3, # 'plateau': multiplier of the rate at each reduction
+                   lr_patience:int=1, # 'plateau': epochs without improvement before a reduction
+                   steps_per_epoch:int=None, # 'plateau': optimiser steps per epoch, to turn `warmup_epochs` into steps
                    **kwargs, # ignored (other recipe entries such as epochs, bs)
                   )->tuple: # (optimiser, scheduler)
     "Optimiser and per-step scheduler from a recipe."
@@ -451,8 +512,15 @@ def make_optimizer(model:nn.Module, # a `CAMClassifier`
         s = torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[g['lr'] for g in groups], total_steps=total_steps)
     elif sched == 'poly':
         s = torch.optim.lr_scheduler.LambdaLR(o, lambda i: max(0., 1 - i / total_steps) ** 0.9)
+    elif sched == 'plateau':
+        if not (isinstance(warmup_epochs, (int, float)) and warmup_epochs >= 0):
+            raise ValueError(f"warmup_epochs must be a number ≥ 0, got {warmup_epochs!r}")
+        if warmup_epochs and not (isinstance(steps_per_epoch, int) and steps_per_epoch >= 1):
+            raise ValueError(f"sched='plateau' needs steps_per_epoch (an integer ≥ 1, got {steps_per_epoch!r}) "
+                             f"to turn warmup_epochs={warmup_epochs} into steps")
+        s = WarmupPlateau(o, round(warmup_epochs * (steps_per_epoch or 0)), factor, lr_patience)
     elif sched == 'const': s = None
-    else: raise ValueError(f"unknown schedule {sched!r}")
+    else: raise ValueError(f"unknown schedule {sched!r}: 'onecycle', 'poly', 'plateau' or 'const'")
     return o, s
 
 # %% ../nbs/01a_train.ipynb #9218c566
@@ -467,7 +535,7 @@ def fit_classifier(model:nn.Module, # a `CAMClassifier` (or any net giving B×C 
                    num_workers:int=0, # data-loader workers (they do not change the results)
                    loss_fn=None, # `loss_fn(model(x), y)`; default: binary cross-entropy with logits
                    valid_bs:int=None, # held-out batch size; default 2·bs (1 for images of different sizes)
-                   **kwargs, # `make_optimizer` overrides (opt, wd, sched, head_mult) and `fit` options (device, ckpt, resume, progress, amp, patience)
+                   **kwargs, # `make_optimizer` overrides (opt, wd, sched, head_mult; warmup_epochs, factor, lr_patience for 'plateau') and `fit` options (device, ckpt, resume, progress, amp, patience)
                   )->list: # per-epoch history: train_loss, valid_loss, mAP, time
     "Train a multi-label classifier with BCE, the model's optimiser recipe and held-out mAP."
     rec = {**dict(opt='adamw', lr=3e-3, wd=1e-4, sched='onecycle', epochs=8, bs=32), **getattr(model, 'recipe', {})}
@@ -481,6 +549,6 @@ def fit_classifier(model:nn.Module, # a `CAMClassifier` (or any net giving B×C 
     dl = seeded_loader(train_ds, rec['bs'], seed, flip, num_workers)   # the same batches with any number of workers
     vdl = DataLoader(valid_ds, valid_bs or 2 * rec['bs'], num_workers=num_workers) if valid_ds is not None else None
     if not isinstance(rec['epochs'], int) or rec['epochs'] < 1: raise ValueError(f"epochs must be a positive integer, got {rec['epochs']!r}")
-    opt, sched = make_optimizer(model, rec['epochs'] * len(dl), **rec)
+    opt, sched = make_optimizer(model, rec['epochs'] * len(dl), **{**rec, 'steps_per_epoch': len(dl)})
     return fit(model, dl, loss_fn or F.binary_cross_entropy_with_logits, rec['epochs'], opt, sched,
                valid_fn=(lambda m: classifier_metrics(m, vdl)) if vdl is not None else None, **fit_kw)

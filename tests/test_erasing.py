@@ -1,5 +1,5 @@
 "Adversarial erasing: per-image flow on disk, resume, refusal of changed configs, stopping rule, bad input, CLI."
-import json, os, subprocess, sys, numpy as np, pytest, torch
+import json, os, re, subprocess, sys, numpy as np, pytest, torch
 from pathlib import Path
 from aepsl.data import SyntheticWSSS
 from aepsl.models import small_cnn
@@ -323,3 +323,86 @@ def test_lite0_is_an_erasing_arch_with_its_own_statistics(tmp_path):
     small = AdversarialErasing(trn, hold, tmp_path / 'small', mean='model')   # no statistics of its own: ImageNet's
     from aepsl.data import IMAGENET_MEAN
     np.testing.assert_allclose(small.stats()[0], IMAGENET_MEAN)
+
+# --- issue 16: mining through Stage.map; the miners at the command line; mining an extra set (mine_split)
+
+from aepsl.erasing import MINERS, ErasedDataset, mine_regions
+from aepsl.data import seg_transforms
+
+def make_miner(name, data, out, **kw):
+    trn, hold = data
+    return MINERS(name, trn, hold, out, make_model=tiny, model_name='tiny', device='cpu', **{**SMALL, **kw})
+
+def test_mined_files_are_each_images_own_cam_in_batches_of_any_size(data, tmp_path):
+    "Batches of 5 over 16 held-out images (the last one short): each file holds the CAM regions of its own image, computed alone."
+    ae = make_ae(data, tmp_path / 'r', max_steps=1, cam_bs=5); ae.run()
+    rec = json.loads((tmp_path / 'r' / 'mined' / 'step1' / 'holdout' / 'done.json').read_text())
+    assert rec['n_images'] == 16 and rec['n_computed'] == 16          # the split is a Stage, written by Stage.map
+    model, (_, hold) = ae.load_model(1), ae.datasets(1)
+    for i, k in enumerate(hold.ids):
+        x, y, _ = hold[i]
+        alone = mine_regions(ae.cam(model, x[None], y[None]).numpy(), y[None].numpy(), 0.5)[0]
+        np.testing.assert_array_equal(load_regions(tmp_path / 'r' / 'mined' / 'step1' / 'holdout' / f'{k}.npz', 5, (48, 48), y), alone)
+    assert all_regions(ae, 'holdout').any()
+
+@pytest.mark.parametrize('name', ['ae', 'has', 'acol'])
+def test_mine_split_on_the_holdout_set_gives_its_regions(data, tmp_path, name):
+    "An extra set mined after the run, with the same rule as the held-out images: given the held-out set, the same regions."
+    m = make_miner(name, data, tmp_path / 'r', cam_bs=5)
+    m.run()
+    hold = data[1]
+    recs = m.mine_split(hold, 'evalset')
+    assert len(recs) == m.n_used == (2 if name == 'ae' else 1)
+    for t in range(1, m.n_used + 1): assert (tmp_path / 'r' / 'mined' / f'step{t}' / 'evalset' / 'done.json').is_file()
+    np.testing.assert_array_equal(all_regions(m, 'evalset'), all_regions(m, 'holdout'))
+    if name == 'ae': assert (all_regions(m, 'evalset') == 2).any()   # step 2 mined on images erased with step 1's regions
+    again = make_miner(name, data, tmp_path / 'r')                     # a new object: reads the run and the extra set back
+    again.run()
+    again.load_model = lambda t: pytest.fail('a finished extra set is not mined again')
+    assert [r['n_images'] for r in again.mine_split(hold, 'evalset')] == [16] * m.n_used
+    np.testing.assert_array_equal(all_regions(again, 'evalset'), all_regions(m, 'holdout'))
+
+def test_mine_split_resumes_and_refuses(data, tmp_path):
+    trn, hold = data
+    ae = make_ae(data, tmp_path / 'r')
+    with pytest.raises(RuntimeError, match='run'): ae.mine_split(hold, 'ev')
+    ae.run()
+    for bad, msg in (('train', "name='train'"), ('holdout', "name='holdout'"), ('../x', 'path separator')):
+        with pytest.raises(ValueError, match=re.escape(msg)): ae.mine_split(hold, bad)
+    mixed = Relabel(hold, hold.labels)
+    mixed.ids = list(hold.ids[:-1]) + [trn.ids[3]]
+    with pytest.raises(ValueError, match=r"shares 1 images with the training set \(e.g. \['" + trn.ids[3]): ae.mine_split(mixed, 'ev')
+    with pytest.raises(ValueError, match="unknown split 'ev'"): ae.mined_steps(0, 'ev')
+    assert not list((tmp_path / 'r' / 'mined').glob('step*/ev'))
+    ae.mine_split(hold, 'ev')
+    want = all_regions(ae, 'ev')
+    folder = tmp_path / 'r' / 'mined' / 'step2' / 'ev'                # killed during step 2: its marker and two files missing
+    (folder / 'done.json').unlink()
+    for f in sorted(folder.glob('*.npz'))[:2]: f.unlink()
+    recs = ae.mine_split(hold, 'ev')
+    assert recs[1]['n_computed'] == 2
+    np.testing.assert_array_equal(all_regions(ae, 'ev'), want)
+    other = SyntheticWSSS(16, size=48, seed=9)                         # other images under the same name
+    with pytest.raises(StageConfigError, match='mined/step1/ev'): ae.mine_split(other, 'ev')
+
+@pytest.mark.parametrize('name', ['ae', 'has', 'acol'])
+def test_cli_runs_each_miner(tmp_path, name):
+    "aepsl_erase --miner: the run folder records the miner (an AE run's config.json stays as it was), has/acol train one classifier."
+    out = tmp_path / 'run'
+    erase(out=str(out), miner=name, n_train=12, n_holdout=6, size=48, crop_size=48, epochs=1, max_steps=2, rho=0.01, bs=6, device='cpu')
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg.get('miner', 'ae') == name and ('miner' in cfg) == (name != 'ae')
+    m = json.loads((out / 'metrics.json').read_text())
+    assert [s['step'] for s in m['steps']] == ([1, 2] if name == 'ae' else [1]) and cfg['max_steps'] == len(m['steps'])
+    step1 = json.loads((out / 'mined' / 'step1' / 'done.json').read_text())['config']
+    assert step1.get('miner', 'ae') == name
+    assert len(list((out / 'pseudo_objects').glob('*.png'))) == 12 and (out / 'figures' / 'steps.png').is_file()
+    erase(out=str(out), miner=name, n_train=12, n_holdout=6, size=48, crop_size=48, epochs=1, max_steps=2, rho=0.01, bs=6, device='cpu')
+    assert all(s['resumed'] for s in json.loads((out / 'metrics.json').read_text())['steps'])
+    other = 'acol' if name != 'acol' else 'has'                       # another miner in the same folder is refused
+    with pytest.raises(StageConfigError, match='miner'):
+        erase(out=str(out), miner=other, n_train=12, n_holdout=6, size=48, crop_size=48, epochs=1, max_steps=2, rho=0.01, bs=6, device='cpu')
+
+def test_cli_refuses_an_unknown_miner_before_the_run_folder(tmp_path):
+    with pytest.raises(ValueError, match="miner='cam': use ae, has, acol"): erase(out=str(tmp_path / 'o'), miner='cam', **BASE)
+    assert not (tmp_path / 'o').exists()

@@ -6,7 +6,8 @@ from aepsl.models import seg_small, deeplab_largefov
 from aepsl.runs import Stage
 from aepsl.viz import save_label_png, load_label_png
 from aepsl.psl import (online_labels, PSLLoss, SECLoss, SegDataset, gwrp, cam_seeds, fit_seg, predict_stage,
-                       evaluate_folder, seg_eval, seg_probs, normalize_image, UNCERTAIN, seg_train_tfms)
+                       evaluate_folder, seg_eval, seg_probs, normalize_image, UNCERTAIN, seg_train_tfms,
+                       branch_scores, branch_map, weak_branch, MIN_BRANCH_MAP)
 
 
 @pytest.fixture(scope='module')
@@ -45,12 +46,64 @@ def test_psl_loss_terms():
     t = S.clone(); t[t == UNCERTAIN] = 255
     ssl = F.cross_entropy(seg, t, ignore_index=255) + bce
     torch.testing.assert_close(PSLLoss(psl=False)((seg, cls), (y, S)), ssl)
-    sh = online_labels(seg, cls); sh[S == 255] = 255
-    psl = ssl + F.cross_entropy(seg, sh, ignore_index=255)
-    torch.testing.assert_close(PSLLoss()((seg, cls), (y, S)), psl)
+    for by, sh in (('labels', online_labels(seg, labels=y)), ('branch', online_labels(seg, cls))):
+        sh[S == 255] = 255
+        psl = ssl + F.cross_entropy(seg, sh, ignore_index=255)
+        torch.testing.assert_close(PSLLoss(prohibit_by=by)((seg, cls), (y, S)), psl)
+    assert PSLLoss().prohibit_by == 'labels'   # the default: the image's known labels
     # the online term teaches the uncertain pixels, and nothing reaches the padding
     g = torch.autograd.grad(PSLLoss(cls_weight=0)((seg, cls), (y, S)) - PSLLoss(psl=False, cls_weight=0)((seg, cls), (y, S)), seg)[0]
     assert g[0, :, :2].abs().sum() > 0 and g[1, :, -1].abs().sum() == 0
+
+
+def _online_target(loss, seg, cls, y):
+    "The Ŝ a `PSLLoss` trains on: the arg-max of its online term's gradient target (one-hot, as cross-entropy's)."
+    seg = seg.detach().clone().requires_grad_()
+    loss.cls_weight = 0
+    S = torch.full(seg.shape[:1] + seg.shape[2:], UNCERTAIN)   # all uncertain: only the online term counts
+    g, = torch.autograd.grad(loss((seg, cls), (y, S)), seg)
+    return (seg.softmax(1) - g * S[0].numel()).argmax(1)     # ∂CE/∂z = p − onehot(Ŝ), per pixel (mean over pixels)
+
+
+def test_psl_trains_on_the_known_labels_not_a_weak_branch():
+    "The 20-class failure: a present class scored 0.41 by the branch loses its pixels to the background in Ŝ (f_c < f_0 / v_c)."
+    f = torch.tensor([0.3, 0.6, 0.1]).log()[None, :, None, None].expand(1, 3, 2, 2)   # an object pixel of class 1
+    y = torch.tensor([[1., 0.]])                                                       # class 1 present, class 2 absent
+    weak = torch.logit(torch.tensor([[0.41, 0.07]]))                                   # the measured weak branch
+    assert (online_labels(f, weak) == 0).all()                   # the literal [1, v]: object -> background
+    assert (online_labels(f, labels=y) == 1).all()               # the image's labels keep it
+    assert (_online_target(PSLLoss(), f, weak, y) == 1).all()    # and the default loss trains on the labels' Ŝ
+    assert (_online_target(PSLLoss(prohibit_by='branch'), f, weak, y) == 0).all()
+    # an absent class is prohibited by the labels however confident the branch and f are
+    f2 = torch.tensor([0.3, 0.1, 0.6]).log()[None, :, None, None].expand(1, 3, 2, 2)
+    assert (_online_target(PSLLoss(), f2, torch.tensor([[5., 5.]]), y) == 0).all()
+    with pytest.raises(ValueError, match="prohibit_by='cls'"): PSLLoss(prohibit_by='cls')
+    with pytest.raises(ValueError, match='exactly one'): online_labels(f)
+    with pytest.raises(ValueError, match='exactly one'): online_labels(f, weak, labels=y)
+
+
+def test_branch_map_and_weak_branch(synth):
+    torch.manual_seed(0)
+    m = seg_small(5, widths=(8, 8, 16, 16, 16, 16), width=16)
+    v = branch_scores(m, synth)
+    assert v.shape == (len(synth.ids), 5) and ((v > 0) & (v < 1)).all()
+    torch.testing.assert_close(torch.from_numpy(v[3]), seg_probs(m, normalize_image(synth.image(3))[None])[1][0])
+    from aepsl.metrics import mean_average_precision
+    assert branch_map(m, synth) == mean_average_precision(v, np.asarray(synth.labels))
+    # mAP against the labels: a branch that scores each image by its own labels is perfect, the reverse is not
+    import aepsl.psl as psl
+    orig = psl.branch_scores
+    try:
+        psl.branch_scores = lambda model, ds, **kw: np.asarray(ds.labels, np.float32)
+        assert psl.branch_map(m, synth) == 1.0
+        psl.branch_scores = lambda model, ds, **kw: 1 - np.asarray(ds.labels, np.float32)
+        assert psl.branch_map(m, synth) < 1.0
+    finally: psl.branch_scores = orig
+    with pytest.raises(ValueError, match='3-class branch'): branch_map(seg_small(3), synth)
+    assert MIN_BRANCH_MAP == 0.8 and weak_branch(0.99) is None and weak_branch(0.8) is None
+    w = weak_branch(0.51)
+    assert '51.0 %' in w and '80 %' in w and 'test_prohibit' in w
+    assert weak_branch(0.9, threshold=0.95) is not None and 'nan' in weak_branch(float('nan'))
 
 
 def test_psl_loss_upsamples_to_label_size():

@@ -1,4 +1,4 @@
-"The shared loop: checkpoints hold data only, resume is exact, extends a finished run, files honour the umask; write errors, foreign checkpoints and divergence fail clearly."
+"The shared loop: checkpoints hold data only, resume is exact (also under the plateau schedule), extends a finished run, files honour the umask; write errors, foreign checkpoints and divergence fail clearly."
 import math, os, subprocess, sys, numpy as np, pytest, torch
 from pathlib import Path
 from aepsl.models import small_cnn
@@ -151,3 +151,68 @@ def test_fp16_step_with_infinite_gradients_is_skipped_and_scale_resumes(tmp_path
     assert len(h) == 2 and len(seen) == 2
     # the scale the checkpoint held (2^15), halved again: a fresh scaler would be back at 2^16 → 2^15
     assert torch.load(tmp_path / 'c.pt', weights_only=True)['extra']['scaler']['scale'] == 2.0 ** 14
+
+# --- 'plateau': a learning-rate schedule for runs whose length patience decides (issue 15)
+from aepsl.train import make_optimizer, seeded_loader, WarmupPlateau
+import torch.nn.functional as F
+
+def _plateau_fit(data, ckpt, epochs=3, resume=False, scores=None, **kw):
+    "fit a small CNN with sched='plateau'; the held-out score of epoch e is `scores[e]` (constant 0.5 by default)."
+    torch.manual_seed(0)
+    m = small_cnn(5, widths=(8,) * 6)
+    dl = seeded_loader(data, 8, seed=2)
+    opt, s = make_optimizer(m, epochs * len(dl), lr=3e-3, sched='plateau', steps_per_epoch=len(dl),
+                            **{'warmup_epochs': 1.5, 'lr_patience': 1, **kw})
+    seen = []
+    def valid(_):
+        seen.append(1)
+        return dict(mAP=scores[len(seen) - 1] if scores else 0.5)
+    if scores and resume: seen.extend([1] * len(torch.load(ckpt, weights_only=True)['extra']['history']))
+    h = fit(m, dl, F.binary_cross_entropy_with_logits, epochs, opt, s, valid_fn=valid, device='cpu', progress=False,
+            ckpt=ckpt, resume=resume, patience=kw.get('patience'))
+    return m, h, s
+
+def test_plateau_resume_is_exact(tmp_path):
+    full, hf, sf = _plateau_fit(Cut(ds()), tmp_path / 'a.pt')
+    with pytest.raises(RuntimeError, match='killed'): _plateau_fit(Cut(ds(), at=48 * 2 + 10), tmp_path / 'b.pt')
+    assert torch.load(tmp_path / 'b.pt', weights_only=True)['sched']['reductions'] == 1   # saved after epoch 1's reduction
+    resumed, hr, sr = _plateau_fit(Cut(ds()), tmp_path / 'b.pt', resume=True)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()): assert torch.equal(a, b), k
+    assert [r['lr'] for r in hr] == [r['lr'] for r in hf] and sr.reductions == sf.reductions == 2
+    assert [round(r['lr'] / 3e-3, 6) for r in hf] == [round(7 / 9, 6), 1, 0.3]   # 9 warm-up steps, 6 per epoch: 7/9 of the peak after 6
+
+def test_plateau_cap_raised_on_resume_continues_the_schedule(tmp_path, recwarn):
+    _plateau_fit(ds(), tmp_path / 'c.pt', epochs=2)
+    m, h, s = _plateau_fit(ds(), tmp_path / 'c.pt', epochs=4, resume=True)
+    assert len(h) == 4 and s.reductions == 3 and s.last_epoch == 4 * 6      # not recomputed: reductions carried
+    assert not [w for w in recwarn if 'recomputed' in str(w.message)]
+
+def test_plateau_lowers_the_rate_before_patience_stops():
+    scores = [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.9]   # stalls after epoch 2: reductions at 3 and 4, stop after 5
+    m, h, s = _plateau_fit(ds(), None, epochs=20, scores=scores, patience=3)
+    assert len(h) == 6 and h[-1]['restored_best_epoch'] == 2 and s.reductions == 3
+    assert [round(r['lr'] / 3e-3, 6) for r in h] == [round(7 / 9, 6), 1, 1, 1, 0.3, 0.09]
+
+def test_plateau_refuses_without_a_metric():
+    with pytest.raises(ValueError, match='WarmupPlateau schedule .* needs a valid_fn'):
+        fit_classifier(small_cnn(5, widths=(8,) * 6), ds(16), epochs=2, bs=8, sched='plateau', device='cpu', progress=False)
+    with pytest.raises(ValueError, match="patience=1 must exceed the schedule's lr_patience=1"):
+        fit_classifier(small_cnn(5, widths=(8,) * 6), ds(16), ds(16), epochs=2, bs=8, sched='plateau', patience=1,
+                       device='cpu', progress=False)
+    with pytest.raises(ValueError, match="watches 'valid_mIoU', which valid_fn did not return"):
+        fit_classifier(small_cnn(5, widths=(8,) * 6), ds(16), ds(16), epochs=1, bs=8, sched='plateau', monitor='valid_mIoU',
+                       device='cpu', progress=False)
+
+def test_fit_classifier_passes_the_plateau_knobs(monkeypatch):
+    made = []
+    monkeypatch.setattr(WarmupPlateau, 'report', lambda self, v, mode='max': made.append((self, v, mode)) or False)
+    h = fit_classifier(small_cnn(5, widths=(8,) * 6), ds(32), ds(16), epochs=2, bs=8, sched='plateau', warmup_epochs=0.5,
+                       factor=0.5, lr_patience=2, patience=3, monitor='valid_loss', mode='min', device='cpu', progress=False)
+    s = made[0][0]
+    assert (s.warmup, s.factor, s.lr_patience) == (2, 0.5, 2)            # 4 steps per epoch: half an epoch is 2 steps
+    assert [(v, mode) for _, v, mode in made] == [(r['valid_loss'], 'min') for r in h]
+
+def test_resume_refuses_a_checkpoint_of_another_schedule_kind(tmp_path):
+    train(ds(16), tmp_path / 'o.pt', epochs=1)                     # one-cycle
+    with pytest.raises(ValueError, match='o.pt was written with another kind of learning-rate schedule'):
+        _plateau_fit(ds(16), tmp_path / 'o.pt', epochs=2, resume=True)
