@@ -610,7 +610,7 @@ def _pickle_refused(p):
             f"For training labels from a file you trust: VOCWSSS(..., allow_pickle=True) (--allow_pickle on the command line), "
             f"or convert it once to a pickle-free array + ids form; the conversion unpickles it too (runs any code it holds), "
             f"so it is only for files you trust as well:\n"
-            f"    python -c \"from aepsl.data import convert_cls_labels; convert_cls_labels('{root}')\"")
+            f"    python -c \"from aepsl.data import convert_cls_labels; convert_cls_labels('{root}', allow_pickle=True)\"")
 
 def read_cls_labels(path, # a cls_labels.npy: a plain N×C array (with cls_labels_ids.txt beside it) or a pickled dict
                     allow_pickle:bool=False, # unpickle an IRN/PSA dict (can run code: only for files you trust)
@@ -640,6 +640,7 @@ def read_cls_labels(path, # a cls_labels.npy: a plain N×C array (with cls_label
     return dict(zip(ids, a.astype(np.float32)))
 
 def convert_cls_labels(root, # the VOC folder holding IRN/PSA's pickled cls_labels.npy (or a folder above VOCdevkit)
+                       allow_pickle:bool=False, # unpickle it to convert it (can run code: only for a file you trust)
                       )->Path: # the new cls_labels.npy
     "Rewrite a pickled `cls_labels.npy` that you trust as a plain array + `cls_labels_ids.txt`; the original is kept as `cls_labels_pickled.npy`."
     root = voc_root(root)
@@ -647,6 +648,8 @@ def convert_cls_labels(root, # the VOC folder holding IRN/PSA's pickled cls_labe
     try: read_cls_labels(p); return p   # already pickle-free
     except ValueError as e:
         if 'pickled dict' not in str(e): raise
+    if not allow_pickle: raise ValueError(f"{p} is pickled: converting it unpickles it, which can run any code it holds; "
+                                          f"if you trust the file, call convert_cls_labels(..., allow_pickle=True)")
     d = read_cls_labels(p, allow_pickle=True)
     if len({v.shape for v in d.values()}) > 1: raise ValueError(f"{p}: label vectors of different lengths {sorted({v.shape for v in d.values()})}")
     ids = list(d)

@@ -282,6 +282,7 @@ def test_conversion_one_liner(tmp_path):
     ids = ['2007_000032', '2007_000039']
     root = small_voc(tmp_path / 'some dir', ids)   # a space in the path: the one-liner must still work
     pickled_cls_labels(root, ids, 'int')
+    with pytest.raises(ValueError, match='allow_pickle=True'): convert_cls_labels(root)   # unpickling only when asked
     with pytest.raises(ValueError) as e: VOCWSSS(root, 'train')
     line = next(l.strip() for l in str(e.value).splitlines() if l.strip().startswith('python -c'))
     cmd = shlex.split(line); cmd[0] = sys.executable
