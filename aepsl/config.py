@@ -14,21 +14,29 @@ from .saliency import SALIENCY
 from .pseudo import PSEUDO_RULES
 
 # %% auto #0
-__all__ = ['PIPELINE_PRESETS', 'SEG_ARCHS', 'NO_WEIGHTS', 'is_number', 'is_int', 'pipeline_config']
+__all__ = ['PIPELINE_PRESETS', 'SEG_ARCHS', 'NO_WEIGHTS', 'SEG_SCHEDS', 'is_number', 'is_int', 'pipeline_config']
 
 # %% ../nbs/08b_config.ipynb #81ff8a7b
 PIPELINE_PRESETS = dict(
     cpu=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-             seg_arch='seg_small', seg_weights=None, seg_epochs=30, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=0.3,
+             seg_arch='seg_small', seg_weights=None, seg_epochs=60, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=8,
+             seg_patience=5, seg_sched='plateau', seg_lr_patience=2,
              test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
              train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
+    photos=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
+                seg_arch='lite0_seg', seg_weights='imagenet', seg_epochs=60, seg_bs=10, seg_lr=None, psl_weight=1.0, psl_warmup=0.0,
+                seg_patience=5, seg_sched='plateau', seg_lr_patience=2,
+                test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
+                train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
     voc=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
              seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0, psl_warmup=0.0,
+             seg_patience=None, seg_sched=None, seg_lr_patience=None,
              test_scales=(1.0, 0.75, 1.25), test_flip=True, test_prohibit=False, crf='deeplab', crf_workers=4, seed=0,
              train_split='train_aug', holdout_split=None, holdout_frac=0.1, eval_split='val'))
 
 SEG_ARCHS = tuple(SEGNETS)   # aepsl.psl's registry
 NO_WEIGHTS = ('small', 'seg_small')   # built from scratch: no pretrained weights exist for them
+SEG_SCHEDS = (None, 'poly', 'plateau', 'onecycle', 'const')   # None: the network's recipe (`aepsl.train.make_optimizer`)
 
 def is_number(v)->bool:
     "A finite real number (not a bool, not nan or ±inf: `nan <= 0` is False, so comparisons alone let nan through)."
@@ -54,7 +62,14 @@ def _check_pipeline(c:dict)->list:
     bad = []
     for k in ('cam_threshold', 'bg_threshold'):
         if not (is_number(c[k]) and 0 < c[k] < 1): bad.append(f"{k}={c[k]} must lie in (0, 1)")
-    if not (is_number(c['psl_warmup']) and 0 <= c['psl_warmup'] < 1): bad.append(f"psl_warmup={c['psl_warmup']} must lie in [0, 1)")
+    if not (is_number(c['psl_warmup']) and c['psl_warmup'] >= 0): bad.append(f"psl_warmup={c['psl_warmup']} must be a number of epochs ≥ 0")
+    for k in ('seg_patience', 'seg_lr_patience'):
+        if c[k] is not None and not is_int(c[k], 1): bad.append(f"{k}={c[k]!r} must be an integer ≥ 1 (epochs) or None")
+    if c['seg_sched'] not in SEG_SCHEDS: bad.append(f"seg_sched={c['seg_sched']!r}: use one of {', '.join(map(str, SEG_SCHEDS))} (None: the network's recipe)")
+    elif c['seg_sched'] == 'plateau' and not is_int(c['seg_lr_patience'], 1):
+        bad.append(f"seg_sched='plateau' lowers the rate after seg_lr_patience epochs without progress: set seg_lr_patience (got {c['seg_lr_patience']!r})")
+    elif c['seg_sched'] == 'plateau' and is_int(c['seg_patience'], 1) and c['seg_patience'] <= c['seg_lr_patience']:
+        bad.append(f"seg_patience={c['seg_patience']} must exceed seg_lr_patience={c['seg_lr_patience']}: the lower rate would never act")
     if not (is_number(c['psl_weight']) and c['psl_weight'] > 0):
         bad.append(f"psl_weight={c['psl_weight']} must be a positive number (0 trains AE-SSL, which stage seg_ssl already does)")
     if not (is_number(c['w_contrast']) and 0 <= c['w_contrast'] <= 1): bad.append(f"w_contrast={c['w_contrast']} must lie in [0, 1]")
@@ -86,7 +101,7 @@ def _check_pipeline(c:dict)->list:
         bad.append(f"train_split {c['train_split']!r} is also the held-out or evaluation split")
     return bad
 
-def pipeline_config(preset:str='cpu', # 'cpu' or 'voc'
+def pipeline_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
                     **overrides, # any setting of `PIPELINE_PRESETS[preset]` or of `aepsl.erasing.PRESETS[preset]`; None keeps the preset's
                    )->dict: # {'preset', 'erasing': {...}, **stage settings}
     "Every stage's settings for a preset, with `overrides` dispatched by name; every setting checked (`ValueError` naming each bad one)."

@@ -4,14 +4,13 @@
 
 # %% ../nbs/07_crf.ipynb #f1228c35
 from __future__ import annotations
-import os, time, warnings
+import os, time
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, FIRST_COMPLETED, wait
 from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
-from PIL import Image
-from .runs import atomic_write, check_id, Stage
+from .runs import check_id, Stage
 
 # %% auto #0
 __all__ = ['PRESETS', 'crf_params', 'crf_widths', 'crf_probs', 'crf_labels', 'crf_batch', 'image_label_set', 'crf_stage',

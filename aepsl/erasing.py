@@ -135,11 +135,14 @@ PRESETS = dict(
     cpu=dict(arch='small', weights=None, crop_size=96, scale=(0.9, 1.1), epochs=60, patience=5, sched='plateau', lr_patience=2, bs=32, lr=None,
              delta=0.5, max_steps=3, rho=0.6, min_map=None, fill='mean', mean='dataset',
              cam_scales=(1.0,), cam_flip=False, cam_bs=64, num_workers=0),
+    photos=dict(arch='lite0', weights='imagenet', crop_size=224, scale=(0.7, 1.3), epochs=60, patience=5, sched='plateau', lr_patience=2,
+                bs=16, lr=None, delta=0.5, max_steps=3, rho=0.6, min_map=None, fill='mean', mean='model',
+                cam_scales=(1.0,), cam_flip=False, cam_bs=8, num_workers=0),
     voc=dict(arch='vgg16_largefov', weights='imagenet', crop_size=321, scale=(0.7, 1.3), epochs=15, patience=3, sched=None, lr_patience=None, bs=20,
              lr=1e-3, delta=0.5, max_steps=3, rho=0.6, min_map=None, fill='mean', mean='imagenet',
              cam_scales=(1.0, 0.5, 1.5, 2.0), cam_flip=True, cam_bs=1, num_workers=8))
 
-def erasing_config(preset:str='cpu', # 'cpu' or 'voc'
+def erasing_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
                    **overrides)->dict: # any preset key; None values keep the preset's
     "A preset's settings with `overrides` applied, checked."
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
@@ -236,7 +239,7 @@ def make_classifier(arch:str, # a name in `CLASSIFIERS`: 'small', 'vgg16_largefo
     return CLASSIFIERS(arch, n_classes, weights=None if weights == 'none' else weights)
 
 # %% ../nbs/04_erasing.ipynb #66660dbd
-from .data import data_fingerprint, check_wsss_data, scan_dataset
+from .voc import data_fingerprint, check_wsss_data, scan_dataset
 
 # %% ../nbs/04_erasing.ipynb #7f26eb06
 class AdversarialErasing:
@@ -695,7 +698,8 @@ for _n, _m in (('ae', AdversarialErasing), ('has', HideAndSeekMiner), ('acol', A
 
 # %% ../nbs/04_erasing.ipynb #0ae036e6
 def _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed, allow_pickle):
-    from aepsl.data import SyntheticWSSS, VOCWSSS
+    from aepsl.data import SyntheticWSSS
+    from aepsl.voc import VOCWSSS
     if data is None: return SyntheticWSSS(n_train, size=size, seed=seed), SyntheticWSSS(n_holdout, size=size, seed=seed + 1)
     if train_split == holdout_split:
         raise ValueError(f"--holdout_split {holdout_split!r} is the training split: the stopping rule needs held-out images")
@@ -719,7 +723,7 @@ def _check_cli(cfg, data, seed, n_train, n_holdout, size, miner='ae'):
 @call_parse
 def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes it
                 data:str=None, # VOC-layout folder; default: the built-in synthetic benchmark
-                config:str='cpu', # preset: 'cpu' (small CNN, minutes on a CPU) or 'voc' (VGG-16 LargeFOV at 321 px, GPU)
+                config:str='cpu', # preset: 'cpu' (small CNN, minutes on a CPU) 'photos' (pretrained EfficientNet-Lite0, real photos on a CPU) or 'voc' (VGG-16 LargeFOV at 321 px, GPU)
                 miner:str='ae', # ae (Algorithm 1), has (Hide-and-Seek) or acol (ACoL): `MINERS`; has and acol train one classifier
                 arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0 (default: the preset's)
                 weights:str=None, # 'imagenet' (torchvision's, fetched to the torch hub cache on first use), a .pth file, or 'none'

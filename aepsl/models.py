@@ -14,9 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 import torch
 from torch import nn
-import torch.nn.functional as F
 import torchvision
-from fastcore.basics import store_attr
 
 # %% ../nbs/01_models.ipynb #7d80e184
 class CAMClassifier(nn.Module):
@@ -282,7 +280,7 @@ def seg_small(n_classes:int, # C, foreground classes
     trunk = small_cnn(n_classes, widths, strides).features
     layers = list(trunk) + largefov_head(widths[-1], width, dilation, dropout=0, bn=True)
     recipe = dict(opt='adamw', lr=3e-3, head_mult=1, wd=1e-4, sched='poly', epochs=30, bs=16, crop=80, scale=(0.7, 1.3),
-                  psl_warmup=0.3)
+                  psl_warmup=8)   # epochs of the online term's ramp (aepsl.psl.PSLLoss)
     return SegNet(nn.Sequential(*layers), width, n_classes, recipe=recipe)
 
 # %% ../nbs/01_models.ipynb #df3b3cc9
@@ -354,5 +352,5 @@ def lite0_seg(n_classes:int, # C, foreground classes
     head = largefov_head(nf, width, 96 // output_stride, dropout)
     feats = nn.Sequential(OrderedDict(list(trunk.named_children()) + [('head', nn.Sequential(*head))]))
     recipe = dict(opt='sgd', lr=0.01, head_mult=10, wd=1e-4, momentum=0.9, sched='poly',
-                  iters=20000, bs=10, crop=321, scale=(0.5, 1.5), mean=LITE0_MEAN, std=LITE0_STD)
+                  iters=20000, bs=10, crop=224, scale=(0.7, 1.3), mean=LITE0_MEAN, std=LITE0_STD)
     return SegNet(feats, width, n_classes, new_layers=['head'], recipe=recipe)

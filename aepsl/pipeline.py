@@ -12,11 +12,10 @@ from fastcore.script import call_parse
 from tqdm.auto import tqdm
 from .runs import RunFolder, Stage, RUNTIME_KEYS, write_json, read_json, read_marker, atomic_write, is_main, measure
 from .train import init_distributed, barrier, save_checkpoint, load_checkpoint, set_seed
-from .data import VOCWSSS, synthetic_voc, voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage, carve_holdout
+from .voc import VOCWSSS, synthetic_voc, voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage, carve_holdout
 from .erasing import MINERS, regions_to_label_map, PRESETS as AE_PRESETS
 from .config import pipeline_config, is_int
-from .config import PIPELINE_PRESETS, SEG_ARCHS, NO_WEIGHTS   # still importable from here, as before aepsl.config
-from .psl import make_segnet, evaluate_predictions, format_eval, aepsl_eval   # aepsl_eval: still here for its console script
+from .psl import make_segnet, evaluate_predictions
 from .viz import save_label_png, load_label_png
 
 # %% auto #0
@@ -45,7 +44,7 @@ class Pipeline:
     "AE-PSL end to end on a VOC-layout folder, into a resumable run folder."
     def __init__(self, data, # VOC-layout folder (JPEGImages, ImageSets/Segmentation, SegmentationClass, class_names.txt)
                  out, # run folder
-                 config:str='cpu', # preset: 'cpu' or 'voc'
+                 config:str='cpu', # preset: 'cpu', 'photos' or 'voc'
                  device=None, # default: the best available (this rank's GPU under torchrun)
                  progress:bool=True, # progress display (rank 0)
                  num_workers:int=None, # data-loader workers; default: the preset's
@@ -99,7 +98,7 @@ from .cam import cams_to_label_map
 from .crf import crf_params
 from .saliency import saliency_stage
 from .pseudo import pseudo_stage
-from .psl import SegDataset, PSLLoss, fit_seg, seg_train_tfms, normalize_image, predict_stage, evaluate_folder, branch_map, weak_branch
+from .psl import SegDataset, PSLLoss, FolderMasks, fit_seg, seg_train_tfms, normalize_image, predict_stage, branch_map, weak_branch
 
 class Splits:
     "Several splits of one data set read as one: each id once, in order, every image read from its own split."
@@ -209,8 +208,9 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
               psl:bool)->dict: # with the online-label term (AE-PSL) or without (AE-SSL)
     "Stages 5–6: `aepsl.psl.fit_seg` on the pseudo labels (DDP under torchrun), resuming a killed training."
     c = self.cfg
+    stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
     st = self.run.stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
-                                   lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'],
+                                   lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'], **stop,
                                    pseudo=self._hash('pseudo'), **(dict(prohibit_by='labels') if psl else {})))
     if st.done: return dict(st.record, skipped=True)
     if is_main(): st.begin()
@@ -218,15 +218,21 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
     set_seed(c['seed'])
     model, (mean, std), t0 = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights']), self.ae.stats(), time.time()
     ds = SegDataset(self.trn, self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
+    watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
+    opt = {k: v for k, v in stop.items() if v is not None}
     hist = fit_seg(model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup']), epochs=c['seg_epochs'],
                    bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers, device=self.device,
-                   ckpt=st.folder / 'train.pt', resume=True, progress=self.progress)
+                   valid_ds=FolderMasks(self.hold, self.out / 'pseudo') if watch else None, valid_norm=(mean, std),
+                   ckpt=st.folder / 'train.pt', resume=True, progress=self.progress, **opt)
     save_checkpoint(st.folder / 'model.pt', model)
     bm = branch_map(model.eval(), self.hold, mean=mean, std=std) if psl else None   # held-out images: is v fit to prohibit?
     rec = None
     if is_main():
         write_json(st.folder / 'history.json', hist)
-        rec = st.finish(epochs=len(hist), train_loss=hist[-1]['train_loss'], train_time=round(time.time() - t0, 2),
+        best = hist[-1].get('restored_best_epoch', hist[-1]['epoch'])
+        cap = len(hist) >= (c['seg_epochs'] or len(hist))
+        rec = st.finish(epochs=len(hist), best_epoch=best, stopped_by='cap' if cap or stop['patience'] is None else 'patience',
+                        train_loss=hist[-1]['train_loss'], train_time=round(time.time() - t0, 2),
                         **({} if bm is None else dict(branch_mAP=round(float(bm), 4))))
     barrier()
     return rec or {}
@@ -300,20 +306,25 @@ def flags(self:Pipeline, rows:list)->list:
     for x in rows:   # on the same pixels: those the pseudo labels label
         if 'mIoU_pseudo_pixels' in x and 'pseudo labels' in r and x['mIoU_pseudo_pixels'] < r['pseudo labels']:
             out.append(f"{x['rung']} ({x['mIoU_pseudo_pixels']:.2f} on the pixels the pseudo labels label) is below its pseudo labels "
-                       f"({r['pseudo labels']:.2f}): the network learnt them badly (train longer, --seg_epochs, or check --seg_lr)")
+                       f"({r['pseudo labels']:.2f}): the network did not learn them well (a longer --seg_patience or --seg_epochs, or check --seg_lr); on images it never trained on, some gap is expected")
     if (bm := read_marker(self.out / 'seg' / 'done.json').get('branch_mAP')) is not None and (w := weak_branch(bm)): out.append(w)
     cap = self.cfg['erasing']['epochs']
     for s in self.ae.steps:
         if s.get('epochs_trained', 0) >= cap and s.get('best_epoch') == s['epochs_trained'] - 1:
             out.append(f"the step-{s['step']} classifier stopped at the epoch cap ({cap}) while its held-out mAP was still rising: "
                        f"raise --epochs")
+    for name in ('seg_ssl', 'seg'):
+        d = read_marker(self.out / name / 'done.json')
+        if self.cfg['seg_patience'] is not None and d.get('stopped_by') == 'cap' and d.get('best_epoch') == d['epochs'] - 1:
+            out.append(f"the {name} network stopped at the epoch cap ({self.cfg['seg_epochs']}) while its held-out agreement "
+                       f"with the pseudo labels was still rising: raise --seg_epochs")
     return out
 
 @patch
 def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
            size:float=1.6): # inches per panel
     "figures/ladder.png: per image, the image, the CAM, AE's mined regions, the pseudo label, AE-PSL, AE-PSL + CRF, the ground truth."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     from aepsl.viz import colorize, overlay_heatmap
     ev = self.ev
     model, (mean, std) = self.ae.load_model(1), self.ae.stats()
@@ -434,7 +445,7 @@ def _interrupted(when:str):
 @call_parse
 def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmentation/<split>.txt, SegmentationClass, class_names.txt
               out:str='runs/aepsl', # run folder; the same command again resumes it
-              config:str='cpu', # preset: 'cpu' (small nets, minutes on a CPU) or 'voc' (VGG-16 DeepLab-LargeFOV, GPUs)
+              config:str='cpu', # preset: 'cpu' (small nets, minutes on a CPU) 'photos' (pretrained EfficientNet-Lite0 networks, real photos on a CPU) or 'voc' (VGG-16 DeepLab-LargeFOV, GPUs)
               stop_after:str=None, # last stage to run: erasing, cam, saliency, pseudo, seg_ssl, seg, pred_ssl, pred, pred_crf, evaluate
               train_split:str=None, # split whose images are mined and trained on
               holdout_split:str=None, # split of held-out images for the stopping rules (image-level labels only); default: part of train_split
@@ -457,11 +468,14 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               bg_threshold:float=None, # pseudo labels: background where saliency is below this
               seg_arch:str=None, # segmentation net: seg_small, deeplab_largefov, resnet_largefov or lite0_seg
               seg_weights:str=None, # its weights: 'imagenet', a .pth file, or 'none' (random initialisation)
-              seg_epochs:int=None, # segmentation epochs (voc: the recipe's iterations)
+              seg_epochs:int=None, # epoch cap of each segmentation network (cpu: 60, stopped by patience; voc: the recipe's iterations)
+              seg_patience:int=None, # stop a segmentation network after this many epochs without a lower held-out cross-entropy (cpu: 5)
+              seg_sched:str=None, # its learning-rate schedule: plateau, poly, onecycle or const (default: the preset's, else the recipe's)
+              seg_lr_patience:int=None, # seg_sched plateau: epochs without progress before the rate falls (cpu: 2)
               seg_bs:int=None, # segmentation batch size (global)
               seg_lr:float=None, # segmentation learning rate
               psl_weight:float=None, # λ of the online-label (PSL) term, > 0
-              psl_warmup:float=None, # ramp λ up over this fraction of the segmentation training
+              psl_warmup:float=None, # ramp λ up over this many epochs (cpu: 8; voc: 0, the paper's)
               test_scales:str=None, # test-time scales, comma-separated, e.g. 1,0.75,1.25
               test_prohibit:bool=False, # weight test-time scores by the network's own classification branch, [1, v] ⊗ f
               crf:str=None, # DenseCRF preset of aepsl.crf: deeplab, psa, sec, irn
@@ -479,7 +493,8 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
         ov = _run_overrides(train_split=train_split, holdout_split=holdout_split, holdout_frac=holdout_frac, eval_split=eval_split, miner=miner, arch=arch, weights=weights,
                             delta=delta, max_steps=max_steps, rho=rho, epochs=epochs, patience=patience, bs=bs, lr=lr,
                             crop_size=crop_size, cam_threshold=cam_threshold, bg_threshold=bg_threshold, saliency=saliency, pseudo_rule=pseudo_rule, seg_arch=seg_arch,
-                            seg_weights=seg_weights, seg_epochs=seg_epochs, seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight,
+                            seg_weights=seg_weights, seg_epochs=seg_epochs, seg_patience=seg_patience, seg_sched=seg_sched,
+                            seg_lr_patience=seg_lr_patience, seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight,
                             psl_warmup=psl_warmup, test_scales=test_scales, test_prohibit=test_prohibit, crf=crf, seed=seed)
         p = Pipeline(data, out, config, device, not quiet, num_workers, allow_pickle, **ov)   # every check, then config.json
     except (ValueError, FileNotFoundError, KeyError) as e: raise SystemExit(f"aepsl_run: {e.args[0] if e.args else e}") from None
@@ -495,7 +510,7 @@ def aepsl_demo(out:str='runs/demo', # run folder; the benchmark is written to <o
                n_train:int=DEMO['n_train'], # training images of the built-in benchmark
                n_val:int=DEMO['n_val'], # validation images, scored at the end (10 % of the training images are held out)
                epochs:int=None, # epoch cap of each erasing classifier (default: the cpu preset's, 60, stopped by patience)
-               seg_epochs:int=None, # segmentation epochs (default: the cpu preset's, 30)
+               seg_epochs:int=None, # epoch cap of each segmentation network (default: the cpu preset's, 60, stopped by patience)
                device:str=None, # default: the best available
                quiet:bool=False): # no progress display
     "The built-in benchmark written to disk in VOC layout, then `aepsl_run --config cpu` on it; prints the results table."

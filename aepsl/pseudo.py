@@ -4,7 +4,6 @@
 
 # %% ../nbs/06_pseudo_labels.ipynb #73c6c62c
 from __future__ import annotations
-import time
 from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi

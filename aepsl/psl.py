@@ -22,8 +22,8 @@ from .crf import crf_probs, crf_batch, crf_params
 # %% auto #0
 __all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset',
            'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs', 'seg_eval',
-           'predict_stage', 'evaluate_folder', 'branch_scores', 'branch_map', 'weak_branch', 'evaluate_predictions',
-           'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
+           'FolderMasks', 'seg_scores', 'predict_stage', 'evaluate_folder', 'branch_scores', 'branch_map',
+           'weak_branch', 'evaluate_predictions', 'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
 def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
@@ -64,25 +64,25 @@ class PSLLoss:
                  psl_weight:float=1., # λ
                  cls_weight:float=1., # μ, weight of the classification branch's BCE
                  upsample:bool=True, # compare at label resolution (bilinear logits); False: labels downsampled (nearest)
-                 warmup:float=0., # ramp λ up linearly over this fraction of the run (needs `track`; 0: the paper's, λ from the start)
+                 warmup:float=0., # ramp λ up linearly over this many epochs (needs `track`; 0: the paper's, λ from the start)
                  prohibit_by:str='labels', # Ŝ's class weights: 'labels' (the image's known labels y) or 'branch' (σ of the branch, soft)
                 ):
         if prohibit_by not in PROHIBIT_BY: raise ValueError(f"prohibit_by={prohibit_by!r}: use one of {', '.join(PROHIBIT_BY)}")
         store_attr()
-        self.last, self._sched, self._total = {}, None, None
+        self.last, self._sched, self._per_epoch = {}, None, None
 
     def track(self, sched, # the run's per-step scheduler (its `last_epoch` is the step, checkpointed by `fit`)
-              total_steps:int): # steps of the whole run
+              steps_per_epoch:int): # optimiser steps per epoch
         "Follow the run's progress through its scheduler, so that a resumed run ramps exactly like an uninterrupted one."
-        self._sched, self._total = sched, total_steps
+        self._sched, self._per_epoch = sched, steps_per_epoch
         return self
 
     @property
     def online_weight(self)->float:
-        "λ at the current step: λ·min(1, progress / warmup)."
+        "λ at the current step: λ·min(1, epochs done / warmup)."
         if not self.psl: return 0.
         if not self.warmup or self._sched is None: return self.psl_weight
-        return self.psl_weight * min(1., self._sched.last_epoch / (self.warmup * self._total))
+        return self.psl_weight * min(1., self._sched.last_epoch / (self.warmup * self._per_epoch))
 
     def get_xy(self, b): return b[0], (b[1], b[2])
 
@@ -193,13 +193,14 @@ def fit_seg(model, # a `SegNet`
             lr:float=None, # backbone learning rate; default: the recipe's
             seed:int=0, # shuffling, augmentation, dropout
             num_workers:int=0, # data-loader workers
-            valid_ds=None, # base dataset with ground truth: held-out mIoU after every epoch
+            valid_ds=None, # images with masks (ground truth, or `FolderMasks` of held-out pseudo labels): `seg_scores` after every epoch
             sec_kw:dict=None, # `SECLoss` options (mean, std, …)
-            **kwargs, # `make_optimizer` overrides (opt, wd, head_mult, sched) and `fit` options (device, ckpt, resume, progress, amp)
+            valid_norm:tuple=None, # (mean, std) that normalise `valid_ds`'s images; default ImageNet's
+            **kwargs, # `make_optimizer` overrides (opt, wd, head_mult, sched; warmup_epochs, factor, lr_patience for 'plateau') and `fit` options (device, ckpt, resume, progress, amp, patience)
            )->list: # `fit`'s per-epoch history
-    "Train a segmentation network through the shared `fit` loop: poly schedule, recipe, the chosen loss."
+    "Train a segmentation network through the shared `fit` loop: the recipe's schedule (or `sched`), the chosen loss, early stopping on `valid_ds`."
     rec = {**dict(opt='sgd', lr=1e-3, head_mult=10, wd=5e-4, sched='poly', bs=20, epochs=10), **getattr(model, 'recipe', {})}
-    fit_keys = {'device', 'amp', 'ckpt', 'resume', 'grad_clip', 'progress'}
+    fit_keys = {'device', 'amp', 'ckpt', 'resume', 'grad_clip', 'progress', 'patience', 'monitor', 'mode', 'watch_from'}
     fit_kw = {k: v for k, v in kwargs.items() if k in fit_keys}
     rec.update({k: v for k, v in kwargs.items() if k not in fit_keys})
     for k, v in dict(bs=bs, lr=lr, iters=iters, epochs=epochs).items():
@@ -213,9 +214,14 @@ def fit_seg(model, # a `SegNet`
     dl = seeded_loader(train_ds, rec['bs'], seed=seed, flip=False, num_workers=num_workers,
                        drop_last=len(train_ds) > rec['bs'], persistent_workers=num_workers > 0)
     n_ep = epochs if epochs is not None else math.ceil(rec['iters'] / len(dl)) if rec.get('iters') else rec['epochs']
-    opt, sched = make_optimizer(model, n_ep * len(dl), **{k: v for k, v in rec.items() if k in ('opt', 'lr', 'wd', 'sched', 'head_mult', 'momentum')})
-    if hasattr(loss, 'track') and sched is not None: loss.track(sched, n_ep * len(dl))
-    valid_fn = (lambda m: dict(valid_mIoU=seg_eval(m, valid_ds).miou)) if valid_ds is not None else None
+    opt_keys = ('opt', 'lr', 'wd', 'sched', 'head_mult', 'momentum', 'warmup_epochs', 'factor', 'lr_patience')
+    opt, sched = make_optimizer(model, n_ep * len(dl), steps_per_epoch=len(dl), **{k: v for k, v in rec.items() if k in opt_keys})
+    if hasattr(loss, 'track') and sched is not None: loss.track(sched, len(dl))
+    norm = dict(zip(('mean', 'std'), valid_norm)) if valid_norm is not None else {}
+    valid_fn = (lambda m: seg_scores(m, valid_ds, **norm)) if valid_ds is not None else None
+    if valid_fn is not None: fit_kw = dict(dict(monitor='valid_loss', mode='min'), **fit_kw)   # smooth, unlike the arg-max's mIoU
+    if valid_fn is not None and getattr(loss, 'psl', False) and getattr(loss, 'warmup', 0):   # judge the loss once it is the whole loss
+        fit_kw.setdefault('watch_from', math.ceil(loss.warmup))
     return fit(model, dl, loss, n_ep, opt, sched, valid_fn=valid_fn, get_xy=loss.get_xy, **fit_kw)
 
 # %% ../nbs/08_psl.ipynb #cf64233d
@@ -283,6 +289,36 @@ def seg_eval(model, # a `SegNet`
         pred = (prohibit(f, v) if prohibit_classes else f).argmax(1).cpu()
         for j, p in zip(idx, pred): m.update(p, torch.as_tensor(_gt(ds, j)).long())
     return m
+
+# %% ../nbs/08_psl.ipynb #08598635
+class FolderMasks:
+    "A data set's images, with the label maps of a folder (`<id>.png`) as their masks: held-out pseudo labels to stop on."
+    def __init__(self, ds, # images: `ids`, `image(i)`
+                 folder): # `<id>.png` label maps (255: not counted)
+        self.ds, self.folder, self.ids = ds, Path(folder), list(ds.ids)
+        if missing := [k for k in self.ids if not (self.folder / f'{k}.png').is_file()]:
+            raise FileNotFoundError(f"{self.folder}: no label map for {len(missing)} images, e.g. {missing[0]}.png")
+    def __len__(self): return len(self.ids)
+    def image(self, i): return _image(self.ds, i)
+    def mask(self, i): return load_label_png(self.folder / f'{self.ids[i]}.png')
+
+@torch.no_grad()
+def seg_scores(model, # a `SegNet`
+               ds, # images with masks (`ids`, `image(i)`, `mask(i)`); 255: not counted
+               bs:int=16, # images per forward pass
+               mean=IMAGENET_MEAN, std=IMAGENET_STD,
+              )->dict: # valid_mIoU (0–1) and valid_loss (mean cross-entropy per labelled pixel)
+    "How well the network's scores agree with `ds`'s masks, at native size: the arg-max's mIoU and the cross-entropy."
+    m, nll, n = SegMetric(model.n_classes + 1), 0., 0
+    for idx, _, x in native_batches(ds, bs=bs, mean=mean, std=std):
+        f, _ = seg_probs(model, x)
+        for j, p in zip(idx, f.cpu()):
+            g = torch.as_tensor(_gt(ds, j)).long()
+            m.update(p.argmax(0), g)
+            k = g != 255
+            nll += -float(p.permute(1, 2, 0)[k].gather(1, g[k][:, None]).clamp_min(1e-8).log().sum())
+            n += int(k.sum())
+    return dict(valid_mIoU=float(m.miou), valid_loss=nll / max(n, 1))
 
 # %% ../nbs/08_psl.ipynb #2f6482a5
 def predict_stage(model, # a `SegNet`
@@ -383,7 +419,7 @@ def weak_branch(mAP:float, # the branch's held-out mAP (`branch_map`)
 
 # %% ../nbs/08_psl.ipynb #fcf69ab2
 from fastcore.script import call_parse
-from .data import VOCWSSS
+from .voc import VOCWSSS
 
 def evaluate_predictions(pred, # folder of palette PNGs `<id>.png`
                          ds, # dataset with ground truth: `ids`, `classes`, `mask(i)`

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_background.ipynb #b1ff2d0e
 from __future__ import annotations
-import hashlib, json, time
+import hashlib, json
 from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt

@@ -328,6 +328,7 @@ def fit(model:nn.Module, # the network; moved to `device`
         patience:int=None, # stop when `monitor` has not improved for this many epochs (needs `valid_fn`)
         monitor:str='mAP', # the `valid_fn` metric watched by `patience` (and by a scheduler with `report`)
         mode:str='max', # 'max' or 'min': which way `monitor` improves
+        watch_from:int=0, # epochs before this one are not watched (no best, no patience, no plateau step): e.g. while a loss ramps in
        )->list: # one dict per epoch: epoch, train_loss, lr (at the epoch's end), time and the `valid_fn` metrics
     "Train `model` for `epochs` epochs; the training loop shared by all networks (DDP when `torch.distributed` is initialised)."
     if not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -388,11 +389,12 @@ def fit(model:nn.Module, # the network; moved to `device`
         row['time'] = round(time.time() - t0, 2)
         _check_epoch(row, model, epoch, opt, ckpt)   # a diverged epoch never overwrites the last good checkpoint
         history.append(row)
-        if reports: sched.report(row[monitor], mode)   # before the checkpoint: a resumed run has the same rate
-        if patience is not None:
+        watched = epoch >= watch_from
+        if reports and watched: sched.report(row[monitor], mode)   # before the checkpoint: a resumed run has the same rate
+        if patience is not None and watched:
             if _improved(row, best, monitor, mode):
                 best = dict(epoch=epoch, value=row[monitor], model=copy.deepcopy(_unwrap(model).state_dict()))
-            stopped = epoch - best['epoch'] >= patience if best is not None else epoch + 1 >= patience
+            stopped = epoch - best['epoch'] >= patience if best is not None else epoch + 1 - watch_from >= patience
         if show:
             bar.update(1)
             bar.write('  '.join(f'{k} {v:.3g}' if k == 'lr' else f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'

@@ -7,7 +7,7 @@ __all__ = ['voc_palette', 'colorize', 'to_rgb', 'overlay_mask', 'overlay_heatmap
            'save_label_png', 'load_label_png']
 
 # %% ../nbs/00b_viz.ipynb #1e608742
-import os, errno
+import errno
 from pathlib import Path
 import numpy as np
 from PIL import Image

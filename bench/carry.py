@@ -24,7 +24,7 @@ def machine()->dict:
 
 def write_set(root:Path, variant, n_train:int, n_val:int)->Path:
     "The benchmark in VOC layout, once: a marker with its arguments, written last, makes a rerun skip it."
-    from aepsl.data import synthetic_voc
+    from aepsl.voc import synthetic_voc
     want = dict(variant=variant, n_train=n_train, n_val=n_val, size=96, seed=0)
     marker = root / 'carry_data.json'
     if marker.is_file():

@@ -12,7 +12,7 @@ SIZES = [(160, 160), (200, 240), (240, 180), (180, 220)]
 def child(root, n, epochs, out):
     "One run in this process: returns (seconds, peak RSS in MiB)."
     import torch
-    from aepsl.data import VOCWSSS
+    from aepsl.voc import VOCWSSS
     from aepsl.erasing import AdversarialErasing
     trn, hold = VOCWSSS(root, f'train{n}'), VOCWSSS(root, 'val')
     t0 = time.perf_counter()
@@ -31,7 +31,7 @@ if __name__ == '__main__':
         root, n, epochs, out = a.child
         print(json.dumps(dict(zip(('seconds', 'peak_rss_mib'), child(root, int(n), int(epochs), out)))))
         sys.exit(0)
-    from aepsl.data import synthetic_voc
+    from aepsl.voc import synthetic_voc
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / 'voc'
         synthetic_voc(root, n_train=2 * a.n, n_val=60, size=240, sizes=SIZES, formats=('jpg', 'png'))

@@ -1,11 +1,11 @@
-"Bad-input, round-trip and CLI checks for aepsl.data that do not belong in the notebook's prose."
+"Bad-input, round-trip and CLI checks for aepsl.data and aepsl.voc that do not belong in the notebook's prose."
 import os, re, shlex, shutil, stat, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from aepsl.data import (SyntheticWSSS, VOCWSSS, synthetic_voc, synthetic_sample, write_voc, ArrayDataset, seg_transforms,
-                        mean_pixel, labels_from_names, labels_from_mask, atomic_write, VOC_CLASSES, SYNTH_CLASSES,
-                        main_synthetic, convert_cls_labels, read_cls_labels, pil_to_rgb, check_label_map)
+from aepsl.data import SyntheticWSSS, synthetic_sample, ArrayDataset, seg_transforms, mean_pixel, SYNTH_CLASSES
+from aepsl.runs import atomic_write
+from aepsl.voc import VOCWSSS, synthetic_voc, write_voc, labels_from_names, labels_from_mask, VOC_CLASSES, main_synthetic, convert_cls_labels, read_cls_labels, pil_to_rgb, check_label_map
 from aepsl.viz import save_label_png, load_label_png
 
 @pytest.fixture
@@ -411,7 +411,7 @@ def test_console_script_exit_status(tmp_path):
 # ---- issue 17: trustworthy runs, data side ----
 
 import warnings, json
-from aepsl.data import scan_dataset, check_class_coverage, data_fingerprint, check_wsss_data, read_class_names
+from aepsl.voc import scan_dataset, check_class_coverage, data_fingerprint, check_wsss_data, read_class_names
 
 @pytest.fixture
 def v32(tmp_path):
@@ -457,7 +457,7 @@ def test_synthetic_voc_bad_args_write_nothing(tmp_path, kw, msg):
 
 def test_split_duplicate_id_with_windows_line_ends(v32):
     f = split_file(v32, 'crlf'); f.write_bytes(b'a\r\nb\r\n')
-    from aepsl.data import read_split
+    from aepsl.voc import read_split
     assert read_split(f) == ['a', 'b']                    # no stray \r
     f.write_bytes(b'a\r\nb\r\na\n')                       # 'a\r' and 'a' are the same id
     with pytest.raises(ValueError) as e: VOCWSSS(v32, 'crlf')

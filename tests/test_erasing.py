@@ -143,7 +143,7 @@ def test_cli_refuses_bad_flags_before_work(tmp_path):
 
 def test_cli_on_mixed_size_voc_folder(tmp_path):
     "Images of several sizes and formats, no --size: every pseudo-object PNG has its image's size."
-    from aepsl.data import synthetic_voc, VOCWSSS
+    from aepsl.voc import synthetic_voc, VOCWSSS
     from aepsl.viz import load_label_png
     synthetic_voc(tmp_path / 'voc', n_train=16, n_val=8, size=64, sizes=[(64, 64), (48, 80), (72, 56)], formats=('jpg', 'png'))
     with pytest.raises(ValueError, match='training split'):
@@ -159,7 +159,7 @@ def test_cli_on_mixed_size_voc_folder(tmp_path):
 
 def test_voc_preset_vgg16_smoke_on_cpu(tmp_path):
     "The paper's preset and network end to end on CPU: tiny crops, one epoch, random weights (no download)."
-    from aepsl.data import synthetic_voc
+    from aepsl.voc import synthetic_voc
     synthetic_voc(tmp_path / 'voc', n_train=6, n_val=4, size=48)
     out = tmp_path / 'run'
     erase(out=str(out), data=str(tmp_path / 'voc'), config='voc', arch='vgg16_largefov', weights='none', epochs=1,
@@ -229,7 +229,7 @@ def test_config_only_bad_settings_refused(data, tmp_path, bad, msg):
     assert not (tmp_path / 'r').exists()
 
 def _voc(root, seed=0):
-    from aepsl.data import synthetic_voc
+    from aepsl.voc import synthetic_voc
     synthetic_voc(root, 8, 8, 32, seed)
     return root
 

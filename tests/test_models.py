@@ -272,7 +272,7 @@ def test_lite0_seg_interface():
     assert output_stride(m, 64) == 8 and m.get_submodule('features.head')[0].dilation == (12, 12)
     assert lite0_seg(5, weights=None, output_stride=16).get_submodule('features.head')[0].dilation == (6, 6)
     r = m.recipe
-    assert r['sched'] == 'poly' and r['crop'] == 321 and r['head_mult'] == 10 and 'iters' in r
+    assert r['sched'] == 'poly' and r['crop'] == 224 and r['head_mult'] == 10 and 'iters' in r
     old, new = m.param_groups()
     assert len(new) == 4 + 2 + 2
     assert isinstance(m, SegNet)

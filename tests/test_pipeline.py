@@ -4,7 +4,7 @@ import json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from aepsl.data import synthetic_voc
+from aepsl.voc import synthetic_voc
 from aepsl.runs import StageConfigError, read_json
 from aepsl.pipeline import Pipeline, evaluate_predictions, STAGES
 
@@ -12,15 +12,15 @@ ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
 TINY = ['--epochs', '2', '--max_steps', '2', '--seg_epochs', '3', '--quiet']
 
 def script(name, folder=None):
-    "A file that runs the console script `name` of aepsl.pipeline like its installed entry point."
+    "A file that runs the console script `name` (aepsl_eval: aepsl.psl's; the others aepsl.pipeline's) like its installed entry point."
     f = Path(folder or os.environ.get('TMPDIR', '/tmp')) / f'aepsl_test_{name}_{os.getpid()}.py'
-    f.write_text(f'from aepsl.pipeline import {name}\n{name}()\n')
+    f.write_text(f"from aepsl.{'psl' if name == 'aepsl_eval' else 'pipeline'} import {name}\n{name}()\n")
     return f
 
 def cli(name, *args, timeout=600, **kw):
     "Run a console script of aepsl.pipeline (installed or not) in a fresh process."
     return subprocess.run([sys.executable, script(name), *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=timeout, **kw)
+                          capture_output=True, text=True, timeout=timeout, **{'env': ENV, **kw})
 
 def free_port():
     with socket.socket() as s:
@@ -216,3 +216,26 @@ def test_other_miners_run_end_to_end(voc, tmp_path, miner, rung):
     assert read_json(out / 'mined' / 'step1' / 'done.json')['config']['miner'] == miner
     held = (out / 'holdout.txt').read_text().split()   # 10 % of the 40 training images stop the classifier
     assert not (out / 'mined' / 'step2').exists() and len(list((out / 'pseudo_objects').glob('*.png'))) == 40 - len(held) == 36
+
+def test_photos_preset_runs_offline(voc, tmp_path):
+    "`--config photos`: EfficientNet-Lite0 classifier and segmentation net from the pip package's ImageNet weights (no download)."
+    out = tmp_path / 'run'
+    r = cli('aepsl_run', '--data', voc, '--out', out, '--config', 'photos', '--epochs', '1', '--max_steps', '1',
+            '--seg_epochs', '1', '--quiet', env=dict(ENV, HF_HUB_OFFLINE='1', TORCH_HOME=str(tmp_path / 'no_hub')))
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = read_json(out / 'config.json')
+    cfg = cfg.get('config', cfg)
+    assert (cfg['erasing']['arch'], cfg['seg_arch'], cfg['seg_weights']) == ('lite0', 'lite0_seg', 'imagenet')
+    assert [x['rung'] for x in read_json(out / 'metrics.json')['ladder']][-1] == 'AE-PSL + CRF'
+    assert not (tmp_path / 'no_hub').exists()   # nothing went through torch.hub
+
+def test_seg_networks_watch_held_out_pseudo_labels(run_a):
+    "Both segmentation networks are scored after every epoch against the held-out images' pseudo labels, and say why they stopped."
+    out, _ = run_a
+    held = (out / 'holdout.txt').read_text().split()
+    for n in ('seg_ssl', 'seg'):
+        d, h = read_json(out / n / 'done.json'), read_json(out / n / 'history.json')
+        assert (d['config']['patience'], d['config']['sched'], d['config']['lr_patience']) == (5, 'plateau', 2)
+        assert all(0 <= r['valid_mIoU'] <= 1 and r['valid_loss'] > 0 for r in h), h
+        assert (d['stopped_by'], d['epochs']) == ('cap', 3)   # TINY's cap of 3 epochs comes before a patience of 5
+    assert all((out / 'pseudo' / f'{k}.png').is_file() for k in held)   # what they were scored against

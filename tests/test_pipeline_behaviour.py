@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 import aepsl.train
-from aepsl.data import synthetic_voc, VOCWSSS
+from aepsl.voc import synthetic_voc, VOCWSSS
 from aepsl.pipeline import Pipeline, aepsl_run, evaluate_predictions
 from aepsl.runs import read_json
 from aepsl.viz import save_label_png

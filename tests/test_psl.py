@@ -330,7 +330,7 @@ def test_psl_warmup_follows_scheduler_step():
     net = torch.nn.Linear(1, 1)
     opt = torch.optim.SGD(net.parameters(), 0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.)
-    loss = PSLLoss(warmup=0.5).track(sched, total_steps=10)
+    loss = PSLLoss(warmup=2.5).track(sched, steps_per_epoch=2)   # 5 steps
     seg, cls, y = torch.randn(1, 3, 4, 4), torch.randn(1, 2), torch.ones(1, 2)
     S = torch.zeros(1, 4, 4, dtype=torch.long)
     torch.testing.assert_close(loss((seg, cls), (y, S)), PSLLoss(psl=False)((seg, cls), (y, S)))   # step 0: no online term

@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 import aepsl.pipeline as pl
-from aepsl.data import synthetic_voc, VOCWSSS
+from aepsl.voc import synthetic_voc, VOCWSSS
 from aepsl.runs import StageConfigError, read_json
 from aepsl.viz import save_label_png
-from aepsl.pipeline import Pipeline, aepsl_run, aepsl_eval, pipeline_config, make_segnet
+from aepsl.pipeline import Pipeline, aepsl_run, pipeline_config, make_segnet
+from aepsl.psl import aepsl_eval
 
 nan = float('nan')
 
@@ -50,7 +51,8 @@ BAD = [
     ('seg_bs', dict(seg_bs=-1)), ('seg_bs', dict(seg_bs=0)),
     ('seg_lr', dict(seg_lr=-1.0)), ('seg_lr', dict(seg_lr=nan)),
     ('psl_weight', dict(psl_weight=-1.0)), ('psl_weight', dict(psl_weight=nan)), ('psl_weight', dict(psl_weight=0.0)),
-    ('psl_warmup', dict(psl_warmup=nan)), ('psl_warmup', dict(psl_warmup=1.0)),
+    ('psl_warmup', dict(psl_warmup=nan)), ('psl_warmup', dict(psl_warmup=-1.0)),
+    ('seg_patience', dict(seg_patience=0)), ('seg_sched', dict(seg_sched='cosine')), ('seg_lr_patience', dict(seg_lr_patience=0)),
     ('test_scales', dict(test_scales='0')), ('test_scales', dict(test_scales='')), ('test_scales', dict(test_scales='1,x')),
     ('test_scales', dict(test_scales='nan')),
     ('crf', dict(crf='crisp')),

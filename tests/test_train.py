@@ -216,3 +216,17 @@ def test_resume_refuses_a_checkpoint_of_another_schedule_kind(tmp_path):
     train(ds(16), tmp_path / 'o.pt', epochs=1)                     # one-cycle
     with pytest.raises(ValueError, match='o.pt was written with another kind of learning-rate schedule'):
         _plateau_fit(ds(16), tmp_path / 'o.pt', epochs=2, resume=True)
+
+
+def test_watch_from_ignores_the_first_epochs():
+    "Epochs before `watch_from` are neither a best epoch nor counted by patience (a loss still ramping in)."
+    def run(**kw):
+        vals = iter([5., 4., 3., 2., 1., 0., -1., -2.])
+        net = torch.nn.Linear(2, 1)
+        dl = [(torch.randn(4, 2), torch.randn(4, 1))]
+        return fit(net, dl, torch.nn.functional.mse_loss, 8, torch.optim.SGD(net.parameters(), 0.01),
+                   valid_fn=lambda m: dict(mAP=next(vals)), patience=2, device='cpu', progress=False, **kw)
+    h = run()
+    assert len(h) == 3 and h[-1]['restored_best_epoch'] == 0      # the falling metric: best at epoch 0, stopped at 2
+    h = run(watch_from=3)
+    assert len(h) == 6 and h[-1]['restored_best_epoch'] == 3      # epochs 0-2 unwatched: best 3, stopped at 5
