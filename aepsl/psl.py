@@ -21,9 +21,10 @@ from .crf import crf_probs, crf_batch, crf_params
 
 # %% auto #0
 __all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset',
-           'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs', 'seg_eval',
-           'FolderMasks', 'seg_scores', 'predict_stage', 'evaluate_folder', 'branch_scores', 'branch_map',
-           'weak_branch', 'evaluate_predictions', 'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
+           'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs',
+           'scores_and_masks', 'seg_eval', 'FolderMasks', 'seg_scores', 'predict_stage', 'evaluate_folder',
+           'branch_scores', 'branch_map', 'weak_branch', 'evaluate_predictions', 'format_eval', 'aepsl_eval', 'gwrp',
+           'SECLoss', 'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
 def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
@@ -275,6 +276,14 @@ def seg_probs(model, # a `SegNet`
     return f / n, v / n
 
 # %% ../nbs/08_psl.ipynb #8b0ef7ab
+def scores_and_masks(model, ds, bs:int=16, scales=(1.0,), flip:bool=False, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     prohibit_classes:bool=False):
+    "Per image of `ds`, at its own size: the network's scores f (C+1×H×W, CPU; weighted by [1, v] if `prohibit_classes`) and its mask."
+    for idx, _, x in native_batches(ds, bs=bs, mean=mean, std=std):
+        f, v = seg_probs(model, x, scales, flip)
+        if prohibit_classes: f = prohibit(f, v)
+        for j, p in zip(idx, f.cpu()): yield p, torch.as_tensor(_gt(ds, j)).long()
+
 def seg_eval(model, # a `SegNet`
              ds, # base dataset with ground truth (`ids`, `image(i)`, `mask(i)`)
              bs:int=16, # images per forward pass
@@ -284,10 +293,7 @@ def seg_eval(model, # a `SegNet`
             )->SegMetric:
     "Score the network's arg-max predictions at native size against the ground truth, in memory (no files)."
     m = SegMetric(model.n_classes + 1)
-    for idx, _, x in native_batches(ds, bs=bs, mean=mean, std=std):
-        f, v = seg_probs(model, x, scales, flip)
-        pred = (prohibit(f, v) if prohibit_classes else f).argmax(1).cpu()
-        for j, p in zip(idx, pred): m.update(p, torch.as_tensor(_gt(ds, j)).long())
+    for p, g in scores_and_masks(model, ds, bs, scales, flip, mean, std, prohibit_classes): m.update(p.argmax(0), g)
     return m
 
 # %% ../nbs/08_psl.ipynb #08598635
@@ -310,14 +316,11 @@ def seg_scores(model, # a `SegNet`
               )->dict: # valid_mIoU (0–1) and valid_loss (mean cross-entropy per labelled pixel)
     "How well the network's scores agree with `ds`'s masks, at native size: the arg-max's mIoU and the cross-entropy."
     m, nll, n = SegMetric(model.n_classes + 1), 0., 0
-    for idx, _, x in native_batches(ds, bs=bs, mean=mean, std=std):
-        f, _ = seg_probs(model, x)
-        for j, p in zip(idx, f.cpu()):
-            g = torch.as_tensor(_gt(ds, j)).long()
-            m.update(p.argmax(0), g)
-            k = g != 255
-            nll += -float(p.permute(1, 2, 0)[k].gather(1, g[k][:, None]).clamp_min(1e-8).log().sum())
-            n += int(k.sum())
+    for p, g in scores_and_masks(model, ds, bs, mean=mean, std=std):
+        m.update(p.argmax(0), g)
+        k = g != 255
+        nll += -float(p.permute(1, 2, 0)[k].gather(1, g[k][:, None]).clamp_min(1e-8).log().sum())
+        n += int(k.sum())
     return dict(valid_mIoU=float(m.miou), valid_loss=nll / max(n, 1))
 
 # %% ../nbs/08_psl.ipynb #2f6482a5
