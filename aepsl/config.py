@@ -14,7 +14,8 @@ from .saliency import SALIENCY
 from .pseudo import PSEUDO_RULES
 
 # %% auto #0
-__all__ = ['PIPELINE_PRESETS', 'SEG_ARCHS', 'NO_WEIGHTS', 'SEG_SCHEDS', 'is_number', 'is_int', 'pipeline_config']
+__all__ = ['PIPELINE_PRESETS', 'SEG_ARCHS', 'NO_WEIGHTS', 'SEG_SCHEDS', 'RECORDED_ONLY', 'is_number', 'is_int', 'pipeline_config',
+           'config_overrides', 'read_config_file', 'parse_settings']
 
 # %% ../nbs/08b_config.ipynb #81ff8a7b
 PIPELINE_PRESETS = dict(
@@ -125,3 +126,48 @@ def pipeline_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
                       f"the number of erasing steps, so its score is no longer held out (leave holdout_split unset to hold out "
                       f"{own['holdout_frac']:.0%} of {own['train_split']!r})", stacklevel=2)
     return dict(preset=preset, erasing=erasing, **own)
+
+# %% ../nbs/08b_config.ipynb #4ef2d06e
+import json
+from .runs import RUNTIME_KEYS
+RECORDED_ONLY = ('data', 'data_fingerprint', 'world', *RUNTIME_KEYS)   # in a run's config.json: where and how it ran, not what
+
+def config_overrides(tree:dict, # {'erasing': {...}, stage settings} — a run's config.json, or part of one
+                     where:str='config')->dict: # the file or flag it came from, for messages
+    "`tree` as `pipeline_config` overrides: the stages' settings and `erasing`'s side by side (no name is in both)."
+    if not isinstance(tree, dict): raise ValueError(f"{where}: must be a JSON object of settings")
+    er = tree.get('erasing', {})
+    if not isinstance(er, dict): raise ValueError(f"{where}: 'erasing' must be an object of erasing settings")
+    top = {k: v for k, v in tree.items() if k not in ('preset', 'erasing', *RECORDED_ONLY)}
+    if both := sorted(set(top) & set(er)): raise ValueError(f"{where}: {both} given both at the top and under 'erasing'")
+    return {**top, **er}
+
+# %% ../nbs/08b_config.ipynb #69277d08
+def read_config_file(path, # a JSON file: a run's config.json, or a preset and the settings that differ from it
+                    )->tuple: # (preset, overrides) for `pipeline_config`
+    "A file of settings as `pipeline_config`'s arguments, checked; errors name the file."
+    p = Path(path)
+    try: tree = json.loads(p.read_text())
+    except OSError as e: raise ValueError(f"config file {p}: {e.strerror or e}") from None
+    except ValueError as e: raise ValueError(f"config file {p} is not valid JSON: {e}") from None
+    if not isinstance(tree, dict) or tree.get('preset') not in PIPELINE_PRESETS:
+        raise ValueError(f"config file {p}: needs \"preset\": one of {', '.join(PIPELINE_PRESETS)}")
+    ov = config_overrides(tree, f'config file {p}')
+    try: pipeline_config(tree['preset'], **ov)
+    except ValueError as e: raise ValueError(f"config file {p}: {e}") from None
+    return tree['preset'], ov
+
+# %% ../nbs/08b_config.ipynb #240e1bc6
+def parse_settings(text:str, # space-separated NAME=VALUE, NAME a setting or erasing.NAME; VALUE JSON, else a string
+                  )->dict: # `pipeline_config` overrides
+    "`aepsl_run --settings`: `'erasing.epochs=20 seg_patience=8 test_scales=[1,0.75]'` as overrides."
+    tree = {}
+    for item in str(text).split():
+        k, eq, v = item.partition('=')
+        if not (eq and k): raise ValueError(f"settings: {item!r} is not NAME=VALUE (e.g. erasing.epochs=20)")
+        try: v = json.loads(v)
+        except ValueError: pass   # a plain string: plateau, a path
+        *path, name = k.split('.')
+        if path not in ([], ['erasing']) or not name: raise ValueError(f"settings: {k!r} is not NAME or erasing.NAME")
+        (tree.setdefault('erasing', {}) if path else tree)[name] = v
+    return config_overrides(tree, 'settings')

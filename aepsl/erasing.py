@@ -648,6 +648,7 @@ class ACoL(nn.Module):
         if self.training: return a, f
         return (a.mean((2, 3)) + self.head_b(f * ~self.erase_mask(a)).mean((2, 3))) / 2
 
+# %% ../nbs/04_erasing.ipynb #8e68912f
 def acol_loss(model:ACoL):
     "Loss for the shared loop: BCE of head A plus BCE of head B on features erased where A finds the labelled classes."
     def loss(out, y):
@@ -655,6 +656,7 @@ def acol_loss(model:ACoL):
         return F.binary_cross_entropy_with_logits(a.mean((2, 3)), y) + F.binary_cross_entropy_with_logits(b.mean((2, 3)), y)
     return loss
 
+# %% ../nbs/04_erasing.ipynb #180ab8e2
 @torch.no_grad()
 def acol_cam(model:ACoL, images, labels, size=None):
     "ACoL's localisation map: max of A's and B's normalised maps, upsampled; absent classes 0."
@@ -672,12 +674,14 @@ def fit_acol(model:ACoL, # an `ACoL` network
     "Train ACoL's two heads together with the shared classifier loop."
     return fit_classifier(model, train_ds, valid_ds, loss_fn=acol_loss(model), **kwargs)
 
+# %% ../nbs/04_erasing.ipynb #4c7e7b73
 class HideAndSeekMiner(AdversarialErasing):
     "Hide-and-Seek as a miner: one classifier trained on images with random patches hidden; its CAM regions above δ."
     method = 'has'
     def __init__(self, *args, **settings): super().__init__(*args, **dict(settings, max_steps=1))
     def train_data(self, ds, t): return HideAndSeek(ds, seed=None)   # drawn per sample: any worker count, exact resume
 
+# %% ../nbs/04_erasing.ipynb #d4f56643
 class ACoLMiner(AdversarialErasing):
     "ACoL as a miner: one two-head network erasing on its features; the maximum of both heads' maps above δ."
     method = 'acol'

@@ -14,7 +14,7 @@ from .runs import RunFolder, Stage, RUNTIME_KEYS, write_json, read_json, read_ma
 from .train import init_distributed, barrier, save_checkpoint, load_checkpoint, set_seed
 from .voc import VOCWSSS, synthetic_voc, voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage, carve_holdout
 from .erasing import MINERS, regions_to_label_map, PRESETS as AE_PRESETS
-from .config import pipeline_config, is_int
+from .config import PIPELINE_PRESETS, pipeline_config, read_config_file, parse_settings, is_int
 from .psl import make_segnet, evaluate_predictions
 from .viz import save_label_png, load_label_png
 
@@ -204,25 +204,29 @@ def pseudo(self:Pipeline)->dict:
 
 # %% ../nbs/09_pipeline.ipynb #ed3aa4bd
 @patch
-def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg'
-              psl:bool)->dict: # with the online-label term (AE-PSL) or without (AE-SSL)
+def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's own name, e.g. 'seg_gt')
+              psl:bool, # with the online-label term (AE-PSL) or without (AE-SSL)
+              labels:str='pseudo')->dict: # 'pseudo': the run's pseudo labels; 'gt': the ground truth (a fully supervised reference)
     "Stages 5–6: `aepsl.psl.fit_seg` on the pseudo labels (DDP under torchrun), resuming a killed training."
-    c = self.cfg
+    if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
+    c, gt = self.cfg, labels == 'gt'
     stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
     st = self.run.stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
                                    lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'], **stop,
-                                   pseudo=self._hash('pseudo'), **(dict(prohibit_by='labels') if psl else {})))
+                                   **(dict(labels='ground truth') if gt else dict(pseudo=self._hash('pseudo'))),
+                                   **(dict(prohibit_by='labels') if psl else {})))
     if st.done: return dict(st.record, skipped=True)
     if is_main(): st.begin()
     barrier()
     set_seed(c['seed'])
     model, (mean, std), t0 = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights']), self.ae.stats(), time.time()
-    ds = SegDataset(self.trn, self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
+    ds = SegDataset(self.trn, None if gt else self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
     watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
+    held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
     opt = {k: v for k, v in stop.items() if v is not None}
     hist = fit_seg(model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup']), epochs=c['seg_epochs'],
                    bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers, device=self.device,
-                   valid_ds=FolderMasks(self.hold, self.out / 'pseudo') if watch else None, valid_norm=(mean, std),
+                   valid_ds=held if watch else None, valid_norm=(mean, std),
                    ckpt=st.folder / 'train.pt', resume=True, progress=self.progress, **opt)
     save_checkpoint(st.folder / 'model.pt', model)
     bm = branch_map(model.eval(), self.hold, mean=mean, std=std) if psl else None   # held-out images: is v fit to prohibit?
@@ -445,7 +449,8 @@ def _interrupted(when:str):
 @call_parse
 def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmentation/<split>.txt, SegmentationClass, class_names.txt
               out:str='runs/aepsl', # run folder; the same command again resumes it
-              config:str='cpu', # preset: 'cpu' (small nets, minutes on a CPU) 'photos' (pretrained EfficientNet-Lite0 networks, real photos on a CPU) or 'voc' (VGG-16 DeepLab-LargeFOV, GPUs)
+              config:str='cpu', # preset: 'cpu' (small nets, minutes on a CPU) 'photos' (pretrained EfficientNet-Lite0 networks, real photos on a CPU) or 'voc' (VGG-16 DeepLab-LargeFOV, GPUs); or a JSON file of settings (a run's config.json)
+              settings:str=None, # settings by name, e.g. 'erasing.epochs=20 seg_patience=8' (values JSON); flags beat them, they beat the config
               stop_after:str=None, # last stage to run: erasing, cam, saliency, pseudo, seg_ssl, seg, pred_ssl, pred, pred_crf, evaluate
               train_split:str=None, # split whose images are mined and trained on
               holdout_split:str=None, # split of held-out images for the stopping rules (image-level labels only); default: part of train_split
@@ -490,13 +495,17 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
     try:
         if stop_after is not None and stop_after not in STAGES:
             raise ValueError(f"stop_after={stop_after!r} is not a stage: stages are {', '.join(STAGES)}")
-        ov = _run_overrides(train_split=train_split, holdout_split=holdout_split, holdout_frac=holdout_frac, eval_split=eval_split, miner=miner, arch=arch, weights=weights,
+        if config not in PIPELINE_PRESETS and not Path(config).is_file():
+            raise ValueError(f"config={config!r} is neither a preset ({', '.join(PIPELINE_PRESETS)}) nor a file of settings")
+        preset, base = (config, {}) if config in PIPELINE_PRESETS else read_config_file(config)
+        ov = dict(base, **(parse_settings(settings) if settings else {}))
+        ov |= _run_overrides(train_split=train_split, holdout_split=holdout_split, holdout_frac=holdout_frac, eval_split=eval_split, miner=miner, arch=arch, weights=weights,
                             delta=delta, max_steps=max_steps, rho=rho, epochs=epochs, patience=patience, bs=bs, lr=lr,
                             crop_size=crop_size, cam_threshold=cam_threshold, bg_threshold=bg_threshold, saliency=saliency, pseudo_rule=pseudo_rule, seg_arch=seg_arch,
                             seg_weights=seg_weights, seg_epochs=seg_epochs, seg_patience=seg_patience, seg_sched=seg_sched,
                             seg_lr_patience=seg_lr_patience, seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight,
                             psl_warmup=psl_warmup, test_scales=test_scales, test_prohibit=test_prohibit, crf=crf, seed=seed)
-        p = Pipeline(data, out, config, device, not quiet, num_workers, allow_pickle, **ov)   # every check, then config.json
+        p = Pipeline(data, out, preset, device, not quiet, num_workers, allow_pickle, **ov)   # every check, then config.json
     except (ValueError, FileNotFoundError, KeyError) as e: raise SystemExit(f"aepsl_run: {e.args[0] if e.args else e}") from None
     except KeyboardInterrupt: _interrupted('while checking the settings and the data')
     try: m = p(stop_after)
@@ -505,6 +514,7 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
 
 DEMO = dict(n_train=300, n_val=100)   # every setting else is the cpu preset's
 
+# %% ../nbs/09_pipeline.ipynb #ab6db276
 @call_parse
 def aepsl_demo(out:str='runs/demo', # run folder; the benchmark is written to <out>/data
                n_train:int=DEMO['n_train'], # training images of the built-in benchmark

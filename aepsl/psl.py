@@ -433,6 +433,7 @@ def evaluate_predictions(pred, # folder of palette PNGs `<id>.png`
     return dict(mIoU=round(100 * float(m.miou), 2), IoU=dict(zip(['background', *ds.classes], iou)),
                 n_images=len(ds.ids) - len(m.missing), missing=m.missing, pixel_acc=round(100 * float(m.pixel_acc), 2))
 
+# %% ../nbs/08_psl.ipynb #e9c78ae9
 def format_eval(r:dict, # `evaluate_predictions`'s result
                 what:str)->str: # what was scored, e.g. 'runs/demo/pred_crf on val'
     "The printed table of `aepsl_eval`."
@@ -443,6 +444,7 @@ def format_eval(r:dict, # `evaluate_predictions`'s result
     lines += [f"| **mIoU** | **{r['mIoU']:.2f}** |"]
     return '\n'.join(lines)
 
+# %% ../nbs/08_psl.ipynb #97d858b1
 @call_parse
 def aepsl_eval(pred:str=None, # folder of palette PNGs <id>.png (e.g. RUN/pred_crf)
                data:str=None, # VOC-layout folder with the ground-truth masks

@@ -201,6 +201,7 @@ def _check_classes(classes, where='classes'):
     if dup := sorted({c for c in cs if cs.count(c) > 1}): raise ValueError(f"{where} names class(es) {', '.join(map(repr, dup))} twice: class names must be distinct")
     return tuple(cs)
 
+# %% ../nbs/10_voc.ipynb #1c9efc3e
 def read_class_names(path, # class_names.txt: one foreground class name per line ('background' is skipped)
                     )->tuple: # the names
     "Class names of a `class_names.txt`: an empty list or a name given twice is a `ValueError` naming the file and lines."
@@ -214,6 +215,7 @@ def read_class_names(path, # class_names.txt: one foreground class name per line
     if not names: raise ValueError(f"{path} names no class: write one foreground class name per line")
     return tuple(names)
 
+# %% ../nbs/10_voc.ipynb #6f267815
 def voc_root(root)->Path: # a VOC2012 folder (holding JPEGImages), or a folder holding VOCdevkit/VOC2012
     "The folder that holds `JPEGImages`: `root` itself, or its `VOCdevkit/VOC2012`."
     root = Path(root)
@@ -221,6 +223,7 @@ def voc_root(root)->Path: # a VOC2012 folder (holding JPEGImages), or a folder h
     if not root.is_dir(): raise FileNotFoundError(f"dataset folder not found: {root}")
     return root
 
+# %% ../nbs/10_voc.ipynb #a739809d
 def _irn_key(k):
     "IRN stores 2007_000032 as the int 2007000032: give it back its underscore."
     if isinstance(k, (int, np.integer)):
@@ -451,6 +454,7 @@ def scan_dataset(ds, # per-image dataset: `VOCWSSS` (its files are checked) or `
                       "an image viewer shows them rotated relative to the masks")
     return dict(n=len(ds), seconds=round(time.perf_counter() - t0, 3), rotated=rotated)
 
+# %% ../nbs/10_voc.ipynb #c06ba134
 def check_class_coverage(train_ds, # the training set
                          other_ds, # a held-out or evaluation set with the same classes
                          name:str='held-out', # `other_ds`'s name, for the message
@@ -464,6 +468,7 @@ def check_class_coverage(train_ds, # the training set
                            "a classifier cannot learn them, and their scores will be near zero")
     return miss
 
+# %% ../nbs/10_voc.ipynb #486a936d
 def check_wsss_data(ds, # per-image dataset
                     name:str): # 'training' / 'held-out', for messages
     "Labels are an N×C 0/1 array, ids are names: checked before any training."

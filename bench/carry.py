@@ -5,7 +5,8 @@ Usage: python bench/carry.py [--work DIR] [--n_train 1000 --n_val 200]
 
 Writes both sets in VOC layout under --work (the built-in one at the demo's size, `aepsl.pipeline.DEMO`), runs
 `aepsl.pipeline.aepsl_run(data=..., out=..., config='cpu')` on each, and prints, and writes to bench/results/carry.md and
-carry.json: the two ladders (mIoU of every rung), how each erasing classifier and each segmentation network stopped
+carry.json: the two ladders (mIoU of every rung, and the same segmentation network trained on the ground-truth masks as
+the reference), how each erasing classifier and each segmentation network stopped
 (patience or the epoch cap, from the run folder), and the machine. Rerunning reuses finished sets and runs
 (`aepsl_run` resumes its own run folder). --smoke and --override are for checking this script only: they change the
 defaults, and their results go to the work folder, never to bench/results."""
@@ -51,16 +52,18 @@ def _stop(folder:Path, cap)->dict:
         hist = hist.get('history', hist.get('epochs'))
     rows = hist if isinstance(hist, list) else []
     n = len(rows) or (rec.get('epochs') or rec.get('epochs_trained') if isinstance(rec, dict) else None)
-    mon = next((k for k in ('holdout_mAP', 'mAP', 'holdout_mIoU', 'valid_mIoU', 'val_mIoU', 'mIoU', 'valid_loss', 'val_loss') if rows and k in rows[-1]), None)
+    mon = next((k for k in ('holdout_mAP', 'mAP', 'valid_loss', 'val_loss', 'holdout_mIoU', 'valid_mIoU', 'val_mIoU', 'mIoU') if rows and k in rows[-1]), None)
     best = None
     if mon:
         vals = [r.get(mon) for r in rows]
         ok = [(v, i) for i, v in enumerate(vals) if isinstance(v, (int, float))]
         if ok: best = (min(ok) if mon.endswith('loss') else max(ok))[1] + 1
+    if isinstance(rec, dict) and isinstance(rec.get('best_epoch'), int): best = rec['best_epoch'] + 1   # recorded (0-based)
+    value = rows[best - 1].get(mon) if mon and best and best <= len(rows) else None
     if said is None and n and cap:   # not recorded: inferred from the epoch count and the cap
         said = f"{'cap' if n >= cap else 'patience'} (inferred: {n} of {cap} epochs)"
     return dict(folder=folder.name if folder.parent.name != 'cls' else f'cls/{folder.name}', epochs=n, cap=cap,
-                stopped_by=said, monitor=mon, best_epoch=best,
+                stopped_by=said, monitor=mon, best_epoch=best, best_value=value,
                 still_improving=bool(best and len(rows) > 1 and best == n and n >= (cap or 10**9)))
 
 def stops(run:Path)->list:
@@ -70,11 +73,37 @@ def stops(run:Path)->list:
     e = cfg.get('erasing', {}) if isinstance(cfg.get('erasing'), dict) else {}
     cls_cap, seg_cap = e.get('epochs', cfg.get('epochs')), cfg.get('seg_epochs')
     steps = sorted((run / 'cls').glob('step*'), key=lambda p: int(''.join(c for c in p.name if c.isdigit()) or 0))
-    return [_stop(p, cls_cap) for p in steps] + [_stop(run / n, seg_cap) for n in ('seg_ssl', 'seg') if (run / n).is_dir()]
+    return [_stop(p, cls_cap) for p in steps] + [_stop(run / n, seg_cap) for n in ('seg_ssl', 'seg', 'seg_gt') if (run / n).is_dir()]
 
 def ladder(run:Path)->list:
     m = _read(run / 'metrics.json') or {}
     return [dict(rung=r['rung'], mIoU=r['mIoU']) for r in m.get('ladder', [])]
+
+def reference(data:Path, run:Path, ov:dict)->list:
+    """The same segmentation network, trained the same way on the training split's ground-truth masks (stopped on the
+    held-out images' masks): `Pipeline.train_seg(labels='gt')` and `Pipeline.predict` in the run folder, as `seg_gt/`,
+    `pred_gt/` and `pred_gt_crf/` (resumable like the run's own stages). The evaluation split is read only to score."""
+    from aepsl.pipeline import Pipeline, evaluate_predictions
+    p = Pipeline(str(data), str(run), 'cpu', progress=False, **ov)
+    p.erasing()   # finished: it only reads the steps (the later stages need its statistics)
+    p.train_seg('seg_gt', psl=False, labels='gt')
+    p.predict('pred_gt', 'seg_gt')
+    p.predict('pred_gt_crf', 'seg_gt', crf=True)
+    return [dict(rung=f'ground truth (reference){c}', mIoU=evaluate_predictions(run / f, p.ev)['mIoU'])
+            for f, c in (('pred_gt', ''), ('pred_gt_crf', ' + CRF'))]
+
+CLIMB = ('CAM', 'AE', 'AE-SSL', 'AE-PSL', 'AE-PSL + CRF')
+
+def verdict(lad:list, st:list)->dict:
+    "The issue's bar, per set: stops by patience, the ladder's climb, AE-PSL + CRF against the reference + CRF."
+    r = {x['rung']: x['mIoU'] for x in lad}
+    ae = [x['mIoU'] for x in lad if ' step ' in x['rung']]
+    v = [r.get('CAM'), ae[-1] if ae else None, r.get('AE-SSL'), r.get('AE-PSL'), r.get('AE-PSL + CRF')]
+    ok = all(x is not None for x in v)
+    ref = r.get('ground truth (reference) + CRF')
+    return dict(all_by_patience=all(str(s['stopped_by']).startswith('patience') for s in st),
+                climbs=ok and v[0] < v[1] < v[2] <= v[3] <= v[4],
+                pct_of_reference=round(100 * r['AE-PSL + CRF'] / ref, 1) if ok and ref else None)
 
 def table(res:dict)->str:
     "Markdown: the two ladders side by side, then the stops."
@@ -88,12 +117,18 @@ def table(res:dict)->str:
     for g in rungs:
         v = [next((f"{r['mIoU']:.2f}" for r in res[n]['ladder'] if r['rung'] == g), '–') for n in names]
         lines.append(f'| {g} | ' + ' | '.join(v) + ' |')
-    lines += ['', '| set | network | epochs | cap | stopped by | best epoch (monitor) |', '|---|---|---|---|---|---|']
+    lines += ['', '| set | network | epochs | cap | stopped by | best epoch (monitor there) |', '|---|---|---|---|---|---|']
     for n in names:
         for s in res[n]['stops']:
             flag = ' — still improving at the cap' if s['still_improving'] else ''
             lines.append(f"| {n} | {s['folder']} | {s['epochs']} | {s['cap']} | {s['stopped_by']}{flag} | "
+                         f"{s['best_epoch']} ({s['monitor']} {s['best_value']:.3f}) |" if isinstance(s.get('best_value'), float) else
                          f"{s['best_epoch']} ({s['monitor']}) |")
+    lines += ['', '| set | every network stopped by patience | CAM < AE < AE-SSL ≤ AE-PSL ≤ AE-PSL + CRF | AE-PSL + CRF, % of the reference + CRF (bar: 90) |',
+              '|---|---|---|---|']
+    for n in names:
+        v = res[n]['verdict']
+        lines.append(f"| {n} | {'yes' if v['all_by_patience'] else 'no'} | {'yes' if v['climbs'] else 'no'} | {v['pct_of_reference']} |")
     return '\n'.join(lines)
 
 def _value(v:str):
@@ -139,14 +174,19 @@ def main(argv=None):
         try: aepsl_run(data=str(data), out=str(out), config='cpu', quiet=True, **ov)
         except SystemExit as e:
             if e.code not in (None, 0): sys.exit(f'{s}: aepsl_run stopped: {e.code}')
+        lad = ladder(out) + reference(data, out, ov)
+        st = (_read(out / 'metrics.json') or {}).get('stages', {})   # every stage's seconds, whichever call ran it
         res[s] = dict(n_train=nt, n_val=nv, data=str(data), run=str(out), seconds=round(time.time() - t, 1),
-                      ladder=ladder(out), stops=stops(out))
+                      run_seconds=round(sum(v['seconds'] for v in st.values()), 1), ladder=lad, stops=stops(out))
+        res[s]['verdict'] = verdict(lad, res[s]['stops'])
     text = '\n'.join([f"`python bench/carry.py{' ' + ' '.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ''}`"
                       + (f" — NOT the defaults: {ov}" if ov else ''), '',
                       f"Machine: {m['platform']}; {m['cpu']}, {m['cpu_count']} cores; torch {m['torch']} ({m['torch_threads']} threads); "
                       f"Python {m['python']}", '',
                       f"`aepsl_run --config cpu` with {'the overrides above' if ov else 'no other flag'}; mIoU (%) on each set's "
-                      "val split. Seconds of this call (small: reused): " + ', '.join(f"{k} {v['seconds']:.0f} s" for k, v in res.items()), '',
+                      "val split. Seconds of `aepsl_run`'s stages (metrics.json, this machine): " + ', '.join(f"{k} {v['run_seconds']:.0f} s" for k, v in res.items())
+                      + "; the reference rows: the same `seg_small`, recipe and stopping rule, trained on the training split's masks "
+                        "(`Pipeline.train_seg(labels='gt')`).", '',
                       table(res), ''])
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix('.md').write_text(text)

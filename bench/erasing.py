@@ -1,12 +1,12 @@
 """Adversarial erasing on the built-in benchmark at the command line's size: mined-region quality of CAM alone,
 Hide-and-Seek, ACoL and AE per step (with the stopping rule's choice), and the wall-time overhead of mining and
-erasing-on-load over plain classifier training. Writes bench/results/erasing.json (read by nbs/04_erasing.ipynb).
+erasing-on-load over plain classifier training. Writes bench/results/erasing.json (read by nbs/04_erasing.ipynb) and erasing.md (included in the README).
 
     python bench/erasing.py [--n_train 600] [--n_holdout 200] [--steps 4]
 """
 import argparse, json, platform, subprocess, sys, time
 from pathlib import Path
-import numpy as np, torch
+import torch
 from aepsl.data import SyntheticWSSS, seg_transforms
 from aepsl.models import small_cnn
 from aepsl.train import fit_classifier, default_device
@@ -26,11 +26,27 @@ def machine():
 
 trn, hold = SyntheticWSSS(a.n_train, seed=0), SyntheticWSSS(a.n_holdout, seed=1)
 C, cfg = len(trn.classes), PRESETS['cpu']
+def table()->str:
+    "Markdown of what is known so far: the command, the machine, the methods' table, the per-step table, the overhead."
+    md = [f"`{res['command']}` on {res['machine']}", '', '| method | held-out mAP | mIoU | precision | recall |', '|---|---|---|---|---|']
+    md += [f"| {r['method']} | {r['held_out_mAP'] if r['held_out_mAP'] is not None else '–'} | {r['mIoU']} | {r['precision']} | {r['recall']} |"
+           for r in res.get('rows', [])]
+    if 'Hide-and-Seek' not in {r['method'] for r in res.get('rows', [])}: md += ['', '(Hide-and-Seek and ACoL: not run yet.)']
+    if res.get('steps'):
+        md += ['', '| AE step | epochs | held-out mAP | ratio to step 1 | mIoU | precision of the added pixels |', '|---|---|---|---|---|---|']
+        md += [f"| {r['step']} | {r['epochs']} | {r['holdout_mAP']} | {r['mAP_ratio']} | {r['mIoU']} | {r['added_precision']} |" for r in res['steps']]
+        md += ['', f"The stopping rule (ρ = {PRESETS['cpu']['rho']}, cap of {PRESETS['cpu']['max_steps']} steps) keeps {res['steps_used_by_rule']} steps."]
+    if 'overhead_pct' in res:
+        md += ['', f"Time of the {len(res['steps'])} AE steps (training on erased images + CAM mining) {res['ae_s']} s against plain "
+                   f"trainings of the same epochs {res['plain_training_s']} s: overhead {res['overhead_pct']:+.1f} % (mining {res['mining_s']} s)."]
+    return '\n'.join(md) + '\n'
+
 def save(**extra):
-    "Write what is known so far (the script can be stopped between parts)."
+    "Write what is known so far (the script can be stopped between parts): the .json and a .md beside it."
     res.update(extra)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1) + '\n')
+    Path(a.out).with_suffix('.md').write_text(table())
 
 res = dict(command=' '.join(['python'] + sys.argv), machine=machine())
 out = a.run
@@ -45,7 +61,7 @@ steps_rows = [dict(step=s['step'], epochs=s['epochs_trained'], holdout_mAP=round
                    **{k: v for k, v in qq.items() if k != 'step'}) for s, qq in zip(steps, quality)]
 rows = [dict(method='CAM alone (one classifier)', held_out_mAP=round(steps[0]['holdout_mAP'], 3), **q(quality[0]))]
 for s, qq in zip(steps[1:], quality[1:]):
-    note = ' (stopping rule)' if s['step'] == n_rule else ' (over-erasing)' if s['step'] > n_rule else ''
+    note = ' (where the stopping rule stops)' if s['step'] == n_rule else ' (past the stopping rule)' if s['step'] > n_rule else ''
     rows.append(dict(method=f"AE, {s['step']} steps{note}", held_out_mAP=round(s['holdout_mAP'], 3), **q(qq)))
 save(rows=rows, steps=steps_rows, steps_used_by_rule=n_rule, mining_s=round(sum(s['mine_time'] for s in steps), 1))
 print(json.dumps(res, indent=1), flush=True)
@@ -72,8 +88,4 @@ has_q, acol_q = base['has'], base['acol']
 
 rows[1:1] = [dict(method='Hide-and-Seek', held_out_mAP=has_q[0], **has_q[1]), dict(method='ACoL', held_out_mAP=acol_q[0], **acol_q[1])]
 save(rows=rows)
-print(json.dumps(res, indent=1))
-print('\n| method | held-out mAP | mIoU | precision | recall |\n|---|---|---|---|---|')
-for r in rows: print(f"| {r['method']} | {r['held_out_mAP'] if r['held_out_mAP'] is not None else '–'} | {r['mIoU']} | {r['precision']} | {r['recall']} |")
-print(f"\n{len(steps)}-step AE {res['ae_s']} s vs plain trainings of the same epochs {res['plain_training_s']} s: overhead {res['overhead_pct']:+.1f} % "
-      f"(CAM mining {res['mining_s']} s)")
+print(table())

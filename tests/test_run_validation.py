@@ -70,6 +70,28 @@ def test_bad_setting_refused_before_run_folder(voc, tmp_path, key, flags, no_sta
     p = Pipeline(voc, out, 'cpu', progress=False)   # the corrected command
     assert (out / 'config.json').is_file() and p.cfg['preset'] == 'cpu'
 
+def test_config_file_and_settings(voc, tmp_path, monkeypatch):
+    "--config FILE, then --settings, then flags: each beats the one before; a run's config.json reproduces its settings."
+    monkeypatch.setattr(Pipeline, '__call__', lambda self, stop_after=None: {})   # settings only
+    f = tmp_path / 'study.json'
+    f.write_text(json.dumps({'preset': 'cpu', 'seg_patience': 8, 'seg_epochs': 30, 'erasing': {'epochs': 20, 'delta': 0.4}}))
+    aepsl_run(data=voc, out=tmp_path / 'a', config=str(f), settings='erasing.delta=0.6 seg_sched=plateau', seg_patience=9, quiet=True)
+    a = read_json(tmp_path / 'a' / 'config.json')
+    assert (a['preset'], a['seg_epochs'], a['erasing']['epochs']) == ('cpu', 30, 20)   # the file's
+    assert (a['erasing']['delta'], a['seg_patience']) == (0.6, 9)                      # --settings, then the flag, won
+    aepsl_run(data=voc, out=tmp_path / 'b', config=str(tmp_path / 'a' / 'config.json'), quiet=True)
+    assert read_json(tmp_path / 'b' / 'config.json') == a                             # the same run's settings
+
+@pytest.mark.parametrize('text,named', [('{"preset": "cpu", "seg_epoch": 3}', 'seg_epoch'), ('{"preset": "gpu"}', 'preset'),
+                                        ('{"preset": "cpu", "erasing": {"delta": 2}}', 'delta'), ('[1, 2', 'JSON')])
+def test_bad_config_file_refused_before_run_folder(voc, tmp_path, text, named, no_stages):
+    f = tmp_path / 'bad.json'
+    f.write_text(text)
+    with pytest.raises(SystemExit) as e: aepsl_run(data=voc, out=tmp_path / 'r', config=str(f), quiet=True)
+    assert named in str(e.value.code) and 'bad.json' in str(e.value.code), e.value.code
+    with pytest.raises(SystemExit, match='erasing.NAME'): aepsl_run(data=voc, out=tmp_path / 'r', settings='seg.epochs=3', quiet=True)
+    assert not (tmp_path / 'r').exists()
+
 def test_missing_data_named(tmp_path, no_stages):
     with pytest.raises(SystemExit, match='data='): aepsl_run(data=tmp_path / 'nowhere', out=tmp_path / 'r', quiet=True)
     assert not (tmp_path / 'r').exists()
