@@ -15,7 +15,7 @@ from torchvision import tv_tensors
 from .data import mean_pixel, pixel_std, seg_transforms, IMAGENET_MEAN, IMAGENET_STD
 from .metrics import SegMetric
 from .runs import Stage, RunFolder, RUNTIME_KEYS, save_arrays, load_arrays, write_json, Registry, check_id
-from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed, default_device
+from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed, default_device, rank_world, barrier
 from .cam import normalize_cams, eval_mode
 
 # %% auto #0
@@ -292,10 +292,10 @@ def stats(self:AdversarialErasing)->tuple:
     if m == 'imagenet': self._stats = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
     elif m == 'dataset':
         st = Stage(self.out / 'stats', dict(data=self.fingerprints()[0]), 'stats').check()
-        if not st.done and _rank_world()[0] == 0:
+        if not st.done and rank_world()[0] == 0:
             mean = mean_pixel(self.train_ds)
             st.begin().finish(mean=mean.tolist(), std=pixel_std(self.train_ds, mean).tolist())
-        _barrier()
+        barrier()
         r = st.record
         self._stats = np.array(r['mean'], np.float32), np.array(r['std'], np.float32)
     elif m == 'model':   # the statistics the network's pretrained weights expect (its recipe's; else ImageNet's)
@@ -342,14 +342,6 @@ def cam(self:AdversarialErasing, model, x, y)->torch.Tensor:
 AdversarialErasing.method = 'ae'
 
 # %% ../nbs/04_erasing.ipynb #812c96b6
-def _rank_world():
-    "(rank, world size) under `torchrun`, else (0, 1)."
-    d = torch.distributed
-    return (d.get_rank(), d.get_world_size()) if d.is_available() and d.is_initialized() else (0, 1)
-
-def _barrier():
-    if _rank_world()[1] > 1: torch.distributed.barrier()
-
 def _fixed_size(ds):
     "True for a data set whose images all have one size (the built-in benchmark's `size`), so that they batch."
     b = getattr(ds, 'base', ds)
@@ -365,6 +357,7 @@ def split_stage(self:AdversarialErasing, t:int, # the step
     cfg = dict(step=Stage(self.out / 'mined' / f'step{t}', self.step_config(t)).hash, split=split, data=fingerprint)
     return Stage(self.out / 'mined' / f'step{t}' / split, cfg, f'mined/step{t}/{split}').check()
 
+# %% ../nbs/04_erasing.ipynb #a0393f8e
 @patch
 def mine(self:AdversarialErasing, model, # the classifier whose CAMs are thresholded
          ds, # the erased data set (`ErasedDataset`) at native size
@@ -399,6 +392,7 @@ def mine(self:AdversarialErasing, model, # the classifier whose CAMs are thresho
         save_regions(path, mine_regions(cam[None], ds.labels[i][None], c['delta'])[0], ds.labels[i])
     return st.map(ds.ids, write, st.name, self.progress, suffix='.npz')
 
+# %% ../nbs/04_erasing.ipynb #2c01adfb
 def _check_finite(t:int, mAP, loss, *folders):
     "Refuse a step whose held-out mAP (the stopping rule's input) or training loss is not a finite number."
     for name, v in (('held-out mAP', mAP), ('training loss', loss)):
@@ -412,15 +406,16 @@ def cls_stage(self:AdversarialErasing, t:int)->Stage:
     "Step t's classifier folder `cls/step<t>` as a checked `Stage` with the step's config: a training checkpoint made with other settings is refused, never resumed."
     return Stage(self.out / 'cls' / f'step{t}', self.step_config(t), f'cls/step{t}').check()
 
+# %% ../nbs/04_erasing.ipynb #d49bbbf2
 @patch
 def train_step(self:AdversarialErasing, t:int, st:Stage)->dict:
     "Train $M_t$ on $I_t$ (resuming a killed training), mine its regions on training and held-out images; returns the record."
-    rank = _rank_world()[0]
+    rank = rank_world()[0]
     cst = self.cls_stage(t)
     if rank == 0:
         st.begin()
         cst.begin()
-    _barrier()
+    barrier()
     c, cdir = self.cfg, cst.folder
     t0 = time.time()
     set_seed(self.seed + t)
@@ -445,7 +440,7 @@ def train_step(self:AdversarialErasing, t:int, st:Stage)->dict:
     rec = dict(step=t, holdout_mAP=row['mAP'], train_loss=row['train_loss'], epochs_trained=len(hist), best_epoch=best,
            train_time=round(t1 - t0, 2), mine_time=round(time.time() - t1, 2))
     if rank == 0: st.finish(**rec)
-    _barrier()
+    barrier()
     return st.record
 
 # %% ../nbs/04_erasing.ipynb #6f89b7cd

@@ -160,6 +160,7 @@ def cams(self:Pipeline, ds):
     model, (mean, std) = self.ae.load_model(1).to(self.device), self.ae.stats()
     return lambda j: self.ae.cam(model, normalize_image(ds.image(j), mean, std)[None], torch.as_tensor(ds.labels[j])[None])[0].cpu().numpy()
 
+# %% ../nbs/09_pipeline.ipynb #3109bb41
 @patch
 def saliency(self:Pipeline)->dict:
     "Stage 3: `aepsl.saliency.saliency_stage` (method `saliency`) on every training and evaluation image."
@@ -171,6 +172,7 @@ def saliency(self:Pipeline)->dict:
                         config=dict(data=[data_fingerprint(d) for d in (self.trn, self.hold, self.ev)]), **kw)
     return dict(st.record, skipped=done)
 
+# %% ../nbs/09_pipeline.ipynb #46e205cc
 @patch
 def objects(self:Pipeline, image_id)->np.ndarray:
     "The miner's label map of an image, 255 where several classes claimed a pixel (training: `pseudo_objects/`; held-out, evaluation: rebuilt from its regions)."
@@ -241,6 +243,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     barrier()
     return rec or {}
 
+# %% ../nbs/09_pipeline.ipynb #d7c11ebc
 @patch
 def load_segnet(self:Pipeline, name:str='seg'):
     "A trained segmentation network of the run, in eval mode on the run's device."
@@ -248,6 +251,7 @@ def load_segnet(self:Pipeline, name:str='seg'):
     load_checkpoint(self.out / name / 'model.pt', m)
     return m.to(self.device).eval()
 
+# %% ../nbs/09_pipeline.ipynb #49431ec5
 @patch
 def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred_crf'
             net:str, # trained network: 'seg_ssl' or 'seg'
@@ -295,6 +299,7 @@ def ladder(self:Pipeline)->list:
     for r in rows: r.update(split=ev.split, n_images=len(ev.ids))
     return rows
 
+# %% ../nbs/09_pipeline.ipynb #8956d52d
 @patch
 def flags(self:Pipeline, rows:list)->list:
     "What the run must tell its user: a rung below the one before it, a classifier stopped by its epoch cap while still improving."
@@ -324,6 +329,7 @@ def flags(self:Pipeline, rows:list)->list:
                        f"with the pseudo labels was still rising: raise --seg_epochs")
     return out
 
+# %% ../nbs/09_pipeline.ipynb #fdf591c1
 @patch
 def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
            size:float=1.6): # inches per panel
