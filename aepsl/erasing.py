@@ -722,8 +722,8 @@ def _check_cli(cfg, data, seed, n_train, n_holdout, size, miner='ae'):
 @call_parse
 def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes it
                 data:str=None, # VOC-layout folder; default: the built-in synthetic benchmark
-                config:str='cpu', # preset: 'cpu' (small CNN, minutes on a CPU) 'photos' (pretrained EfficientNet-Lite0, real photos on a CPU) or 'voc' (VGG-16 LargeFOV at 321 px, GPU)
-                miner:str='ae', # ae (Algorithm 1), has (Hide-and-Seek) or acol (ACoL): `MINERS`; has and acol train one classifier
+                config:str='cpu', # preset: 'cpu' (small CNN, minutes on a CPU) 'photos' (pretrained EfficientNet-Lite0, real photos on a CPU) or 'voc' (VGG-16 LargeFOV at 321 px, GPU); or a JSON file of settings (`aepsl_run`'s, e.g. a run's config.json: its erasing settings)
+                miner:str=None, # ae (Algorithm 1), has (Hide-and-Seek) or acol (ACoL): `MINERS`; has and acol train one classifier (default: the file's, else ae)
                 arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0 (default: the preset's)
                 weights:str=None, # 'imagenet' (torchvision's, fetched to the torch hub cache on first use), a .pth file, or 'none'
                 train_split:str='train', # split whose images are mined
@@ -746,18 +746,25 @@ def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes 
                 allow_pickle:bool=False, # read a pickled cls_labels.npy (runs code in the file: only for files you trust)
                 progress:bool=False): # progress bars
     "Adversarial erasing (Algorithm 1) — or a baseline miner — on the built-in benchmark or a VOC-layout folder, into a resumable run folder."
-    settings = dict(arch=arch, weights=weights, delta=delta, max_steps=max_steps,
-                    rho=rho, min_map=min_map, epochs=epochs, patience=patience, bs=bs, lr=lr, crop_size=crop_size,
-                    num_workers=num_workers)
-    cfg = erasing_config(config, **settings)               # checked before anything is read, trained or written
+    preset, base = config, {}
+    if config not in PRESETS:                              # a file of settings: its erasing settings, flags beat them
+        if not Path(config).is_file(): raise ValueError(f"unknown preset {config!r} and no such file: choose one of {', '.join(PRESETS)}, or a file of settings")
+        from aepsl.config import read_config_file          # (aepsl.config builds on this module)
+        preset, base = read_config_file(config)
+    miner = miner or base.get('miner', 'ae')
+    given = dict(arch=arch, weights=weights, delta=delta, max_steps=max_steps,
+                 rho=rho, min_map=min_map, epochs=epochs, patience=patience, bs=bs, lr=lr, crop_size=crop_size,
+                 num_workers=num_workers)
+    settings = {k: base.get(k) if v is None else v for k, v in given.items()}
+    cfg = erasing_config(preset, **settings)               # checked before anything is read, trained or written
     _check_cli(cfg, data, seed, n_train, n_holdout, size, miner)
     trn, hold = _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed, allow_pickle)
-    ae = MINERS(miner, trn, hold, out, preset=config, seed=seed, device=device, progress=progress,
+    ae = MINERS(miner, trn, hold, out, preset=preset, seed=seed, device=device, progress=progress,
                 **{k: v for k, v in cfg.items() if k in settings and settings[k] is not None})   # checks the data
     for ds, name in ((trn, 'training'), (hold, 'held-out')): scan_dataset(ds, name)   # every image and mask decodes, sizes agree
     fp_train, fp_hold = ae.fingerprints()
     who = {} if miner == 'ae' else dict(miner=miner)      # an AE run's config.json stays what it was
-    run = RunFolder(out, dict(ae.cfg, **who, preset=config, data=str(Path(data).resolve()) if data else 'synthetic',
+    run = RunFolder(out, dict(ae.cfg, **who, preset=preset, data=str(Path(data).resolve()) if data else 'synthetic',
                               data_fingerprint=dict(train=fp_train, holdout=fp_hold), train_split=train_split,
                               holdout_split=holdout_split, n_train=len(trn.ids), n_holdout=len(hold.ids),
                               size=size if data is None else None, seed=seed, classes=list(trn.classes), device=device,

@@ -403,6 +403,20 @@ def test_cli_runs_each_miner(tmp_path, name):
     with pytest.raises(StageConfigError, match='miner'):
         erase(out=str(out), miner=other, n_train=12, n_holdout=6, size=48, crop_size=48, epochs=1, max_steps=2, rho=0.01, bs=6, device='cpu')
 
+def test_cli_takes_a_file_of_settings(tmp_path):
+    "aepsl_erase --config FILE: the erasing settings (and miner) of aepsl_run's file; a flag beats the file; a bad file is named."
+    f = tmp_path / 'study.json'
+    f.write_text(json.dumps({'preset': 'cpu', 'miner': 'has', 'seg_epochs': 3,
+                             'erasing': {'epochs': 1, 'crop_size': 48, 'bs': 6, 'delta': 0.4, 'max_steps': 2}}))
+    out = tmp_path / 'run'
+    erase(out=str(out), config=str(f), delta=0.45, n_train=12, n_holdout=6, size=48, device='cpu')
+    cfg = json.loads((out / 'config.json').read_text())
+    assert (cfg['preset'], cfg['miner'], cfg['epochs'], cfg['crop_size'], cfg['delta']) == ('cpu', 'has', 1, 48, 0.45)
+    f.write_text('{"preset": "cpu", "erasing": {"delta": 2}}')
+    with pytest.raises(ValueError, match='study.json'): erase(out=str(tmp_path / 'o'), config=str(f), **BASE)
+    with pytest.raises(ValueError, match="unknown preset 'gpu' and no such file"): erase(out=str(tmp_path / 'o'), config='gpu', **BASE)
+    assert not (tmp_path / 'o').exists()
+
 def test_cli_refuses_an_unknown_miner_before_the_run_folder(tmp_path):
     with pytest.raises(ValueError, match="miner='cam': use ae, has, acol"): erase(out=str(tmp_path / 'o'), miner='cam', **BASE)
     assert not (tmp_path / 'o').exists()
