@@ -15,7 +15,7 @@ from .pseudo import PSEUDO_RULES
 
 # %% auto #0
 __all__ = ['PIPELINE_PRESETS', 'SEG_ARCHS', 'NO_WEIGHTS', 'SEG_SCHEDS', 'RECORDED_ONLY', 'is_number', 'is_int', 'pipeline_config',
-           'config_overrides', 'read_config_file', 'parse_settings']
+           'config_overrides', 'read_config_file', 'preset_and_overrides', 'parse_settings']
 
 # %% ../nbs/08b_config.ipynb #81ff8a7b
 PIPELINE_PRESETS = dict(
@@ -156,6 +156,15 @@ def read_config_file(path, # a JSON file: a run's config.json, or a preset and t
     try: pipeline_config(tree['preset'], **ov)
     except ValueError as e: raise ValueError(f"config file {p}: {e}") from None
     return tree['preset'], ov
+
+# %% ../nbs/08b_config.ipynb #f4edb27f
+def preset_and_overrides(config:str, # a preset's name, or the path of a file of settings
+                        )->tuple: # (preset, overrides), as `read_config_file`
+    "`--config` of `aepsl_run` and `aepsl_erase`: a preset, or a file of settings; anything else refused, named."
+    if config in PIPELINE_PRESETS: return config, {}
+    if not Path(config).is_file():
+        raise ValueError(f"unknown preset {config!r} and no such file: --config takes one of {', '.join(PIPELINE_PRESETS)}, or a file of settings")
+    return read_config_file(config)
 
 # %% ../nbs/08b_config.ipynb #240e1bc6
 def parse_settings(text:str, # space-separated NAME=VALUE, NAME a setting or erasing.NAME; VALUE JSON, else a string

@@ -746,11 +746,8 @@ def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes 
                 allow_pickle:bool=False, # read a pickled cls_labels.npy (runs code in the file: only for files you trust)
                 progress:bool=False): # progress bars
     "Adversarial erasing (Algorithm 1) — or a baseline miner — on the built-in benchmark or a VOC-layout folder, into a resumable run folder."
-    preset, base = config, {}
-    if config not in PRESETS:                              # a file of settings: its erasing settings, flags beat them
-        if not Path(config).is_file(): raise ValueError(f"unknown preset {config!r} and no such file: choose one of {', '.join(PRESETS)}, or a file of settings")
-        from aepsl.config import read_config_file          # (aepsl.config builds on this module)
-        preset, base = read_config_file(config)
+    from aepsl.config import preset_and_overrides          # (aepsl.config builds on this module)
+    preset, base = preset_and_overrides(config)            # a file of settings: its erasing settings; flags beat them
     miner = miner or base.get('miner', 'ae')
     given = dict(arch=arch, weights=weights, delta=delta, max_steps=max_steps,
                  rho=rho, min_map=min_map, epochs=epochs, patience=patience, bs=bs, lr=lr, crop_size=crop_size,

@@ -14,7 +14,7 @@ from .runs import RunFolder, Stage, RUNTIME_KEYS, write_json, read_json, read_ma
 from .train import init_distributed, barrier, save_checkpoint, load_checkpoint, set_seed
 from .voc import VOCWSSS, synthetic_voc, voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage, carve_holdout
 from .erasing import MINERS, regions_to_label_map, PRESETS as AE_PRESETS
-from .config import PIPELINE_PRESETS, pipeline_config, read_config_file, parse_settings, is_int
+from .config import pipeline_config, preset_and_overrides, parse_settings, is_int
 from .psl import make_segnet, evaluate_predictions
 from .viz import save_label_png, load_label_png
 
@@ -209,7 +209,7 @@ def pseudo(self:Pipeline)->dict:
 def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's own name, e.g. 'seg_gt')
               psl:bool, # with the online-label term (AE-PSL) or without (AE-SSL)
               labels:str='pseudo')->dict: # 'pseudo': the run's pseudo labels; 'gt': the ground truth (a fully supervised reference)
-    "Stages 5–6: `aepsl.psl.fit_seg` on the pseudo labels (DDP under torchrun), resuming a killed training."
+    "Stages 5–6: `aepsl.psl.fit_seg` on the pseudo labels (a reference: on the masks; DDP under torchrun), resuming a killed training."
     if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
     c, gt = self.cfg, labels == 'gt'
     stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
@@ -501,9 +501,7 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
     try:
         if stop_after is not None and stop_after not in STAGES:
             raise ValueError(f"stop_after={stop_after!r} is not a stage: stages are {', '.join(STAGES)}")
-        if config not in PIPELINE_PRESETS and not Path(config).is_file():
-            raise ValueError(f"config={config!r} is neither a preset ({', '.join(PIPELINE_PRESETS)}) nor a file of settings")
-        preset, base = (config, {}) if config in PIPELINE_PRESETS else read_config_file(config)
+        preset, base = preset_and_overrides(config)
         ov = dict(base, **(parse_settings(settings) if settings else {}))
         ov |= _run_overrides(train_split=train_split, holdout_split=holdout_split, holdout_frac=holdout_frac, eval_split=eval_split, miner=miner, arch=arch, weights=weights,
                             delta=delta, max_steps=max_steps, rho=rho, epochs=epochs, patience=patience, bs=bs, lr=lr,
