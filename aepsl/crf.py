@@ -78,7 +78,7 @@ def _as_probs(probs, strict=False, tol=1e-3):
     p = probs.detach().cpu().numpy() if hasattr(probs, 'detach') else np.asarray(probs)
     if p.ndim != 3: raise ValueError(f"probabilities must be C×H×W, got shape {p.shape}")
     if p.dtype == bool or not np.issubdtype(p.dtype, np.number): raise TypeError(f"probabilities must be numbers, got dtype {p.dtype}")
-    p = p.astype(np.float64)
+    p = p.astype(np.float64)   # renormalised in double: probabilities that sum to one come back as they were
     if not np.isfinite(p).all(): raise ValueError(f"probabilities hold {int((~np.isfinite(p)).sum())} NaN or infinite values")
     if (p < 0).any(): raise ValueError(f"probabilities must be non-negative; min {p.min():.4g} (pass softmax outputs, not logits)")
     s = p.sum(0)
@@ -86,7 +86,8 @@ def _as_probs(probs, strict=False, tol=1e-3):
     if strict and off.any():
         raise ValueError(f"probabilities do not sum to one at {int(off.sum())} of {s.size} pixels (sums in [{s.min():.4g}, {s.max():.4g}])")
     zero = s <= 0
-    p = np.where(zero[None], 1.0 / p.shape[0], p / np.where(zero, 1, s)[None])
+    if zero.any(): p = np.where(zero[None], 1 / p.shape[0], p / np.where(zero, 1, s)[None])
+    else: p /= s[None]
     return p.astype(np.float32)
 
 # %% ../nbs/07_crf.ipynb #7df93aaf
@@ -115,19 +116,20 @@ def crf_probs(image, # H×W×3 RGB image (uint8, or float in [0, 1])
               return_probs:bool=False, # also return the C×H×W marginals (0 for excluded labels)
               **overrides, # settings overriding the preset
              ):
-    "DenseCRF label map (uint8 H×W, class indices of `probs`) from probabilities, optionally restricted to `labels`."
+    "DenseCRF label map (uint8 H×W, class indices of `probs`) from probabilities, optionally restricted to `labels` (the other classes' scores are not read)."
     p = crf_params(preset, **overrides)
-    pr = _as_probs(probs, strict)
-    C, H, W = pr.shape
+    x = probs.detach().cpu().numpy() if hasattr(probs, 'detach') else np.asarray(probs)
+    if x.ndim != 3: raise ValueError(f"probabilities must be C×H×W, got shape {x.shape}")
+    C, H, W = x.shape
     img = _as_image(image, (H, W))
     lab = np.arange(C) if labels is None else _check_labels(labels, C)
+    if labels is None: sub = _as_probs(x, strict)
+    else:
+        if strict: _as_probs(x, strict)     # the sums are over every class
+        sub = _as_probs(x[lab])             # only the allowed labels' scores are read, renormalised over them
     if len(lab) == 1: q = np.ones((1, H, W), np.float32)
     else:
         from pydensecrf.utils import unary_from_softmax
-        sub = pr[lab]
-        sub = sub / np.maximum(sub.sum(0, keepdims=True), 1e-12)   # renormalise over the allowed labels
-        zero = pr[lab].sum(0) <= 0
-        if zero.any(): sub[:, zero] = 1.0 / len(lab)
         q = _dense_crf(img, unary_from_softmax(sub), p)
     out = lab[q.argmax(0)].astype(np.uint8 if C <= 256 else np.int64)
     if not return_probs: return out
@@ -167,10 +169,11 @@ from .viz import save_label_png
 # %% ../nbs/07_crf.ipynb #69c70a95
 def _crf_job(job):
     "Worker: run one CRF and write its palette PNG. Module-level, so spawn workers can import it."
-    image_id, image, x, labels, p, out = job
+    image_id, image, x, labels, p, out, back = job
     t = time.perf_counter()
     x = np.asarray(x)
     y = crf_labels(image, x, p, labels=labels) if x.ndim == 2 else crf_probs(image, x, p, labels=labels)
+    if back is not None: y = back[y].astype(np.uint8)   # scores sent for the allowed labels only: their indices
     save_label_png(y, out)
     return image_id, time.perf_counter() - t
 
@@ -190,7 +193,11 @@ def crf_batch(jobs, # iterable of (id, image H×W×3, probabilities C×H×W or l
     folder.mkdir(parents=True, exist_ok=True)
     def tasks():
         for image_id, image, x, labels in jobs:
-            yield (image_id, image, x, labels, p, str(folder / f'{check_id(image_id, "crf_batch")}.png'))
+            out = str(folder / f'{check_id(image_id, "crf_batch")}.png')
+            if labels is not None and np.ndim(x) == 3:   # probabilities: only the allowed labels' scores travel to the worker
+                lab = _check_labels(labels, np.shape(x)[0])
+                yield (image_id, image, np.asarray(x)[lab], None, p, out, lab)
+            else: yield (image_id, image, x, labels, p, out, None)
     times, bar = {}, tqdm(total=total, disable=not progress, desc='CRF')
     if workers <= 0:
         for t in tasks():

@@ -20,9 +20,9 @@ from .cam import normalize_cams, eval_mode
 
 # %% auto #0
 __all__ = ['PRESETS', 'ARCHS', 'SCHEDULES', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions', 'regions_to_label_map',
-           'region_quality', 'save_regions', 'load_regions', 'ErasedDataset', 'erasing_config', 'make_classifier',
-           'AdversarialErasing', 'HideAndSeek', 'ACoL', 'acol_loss', 'acol_cam', 'fit_acol', 'HideAndSeekMiner',
-           'ACoLMiner', 'aepsl_erase']
+           'region_quality', 'save_regions', 'load_regions', 'load_erased', 'ErasedDataset', 'erasing_config',
+           'make_classifier', 'AdversarialErasing', 'HideAndSeek', 'ACoL', 'acol_loss', 'acol_cam', 'fit_acol',
+           'HideAndSeekMiner', 'ACoLMiner', 'aepsl_erase']
 
 # %% ../nbs/04_erasing.ipynb #ee25732d
 def mine_regions(cams, # B×C×H×W CAMs in [0, 1] (absent classes 0)
@@ -73,29 +73,56 @@ def region_quality(metric:SegMetric):
 # %% ../nbs/04_erasing.ipynb #c8722997
 def save_regions(path, # the image's `.npz` in a step folder
                  regions, # bool C×H×W for all classes (only the image's classes are stored)
-                 labels): # C image-level labels
-    "Store the mined regions of one image's classes, as packed bits."
+                 labels, # C image-level labels
+                 erased=None): # bool H×W: the union of every step's regions up to this one (what the next step erases)
+    "Store the mined regions of one image's classes (and the union erased so far), as packed bits."
     regions, cls = np.asarray(regions, bool), np.flatnonzero(np.asarray(labels) > 0)
     r = regions[cls]
-    save_arrays(path, classes=cls.astype(np.int16), shape=np.array(r.shape, np.int64), bits=np.packbits(r.ravel()))
+    extra = {} if erased is None else dict(erased=_hw(erased, r.shape[1:], path))   # H×W, compressed: read alone, no header to check
+    save_arrays(path, classes=cls.astype(np.int16), shape=np.array(r.shape, np.int64), bits=np.packbits(r.ravel()), **extra)
 
-def load_regions(path, # the image's `.npz`
-                 n_classes:int, # C
-                 shape=None, # expected (H, W): the image's size
-                 labels=None): # expected labels: the stored classes must be the image's
-    "Bool C×H×W regions of one image from a step folder; checked against the image's size and classes."
+def _hw(a, shape, path):
+    "`a` as bool, checked to be of size `shape`."
+    a = np.asarray(a, bool)
+    if a.shape != tuple(shape): raise ValueError(f"{path}: erased pixels of shape {a.shape} do not match the regions' {tuple(shape)}")
+    return a
+
+def _read_regions(path, shape, labels)->dict:
+    "The arrays of a step's `.npz`, checked against the image's size and classes; `shape` as a tuple."
     z = load_arrays(path)
-    try: cls, shp, bits = z['classes'], tuple(int(v) for v in z['shape']), z['bits']
+    try: cls, z['shape'] = z['classes'], tuple(int(v) for v in z['shape'])
     except KeyError as e: raise ValueError(f"{path} lacks {e}: it was not written by aepsl") from None
+    shp = z['shape']
     if shape is not None and shp[1:] != tuple(shape):
         raise ValueError(f"{path} holds regions of {shp[2]}×{shp[1]} px but its image is {shape[1]}×{shape[0]}: "
                          f"the data changed since this step ran; use a new run folder")
     if labels is not None and not np.array_equal(cls, np.flatnonzero(np.asarray(labels) > 0)):
         raise ValueError(f"{path} holds classes {cls.tolist()} but the image's labels are "
                          f"{np.flatnonzero(np.asarray(labels) > 0).tolist()}: the data changed since this step ran")
+    return z
+
+def load_regions(path, # the image's `.npz`
+                 n_classes:int, # C
+                 shape=None, # expected (H, W): the image's size
+                 labels=None): # expected labels: the stored classes must be the image's
+    "Bool C×H×W regions of one image from a step folder; checked against the image's size and classes."
+    z = _read_regions(path, shape, labels)
+    if 'bits' not in z: raise ValueError(f"{path} lacks 'bits': it was not written by aepsl")
+    shp = z['shape']
     out = np.zeros((n_classes,) + shp[1:], bool)
-    out[cls] = np.unpackbits(bits, count=int(np.prod(shp))).reshape(shp).astype(bool)
+    out[z['classes']] = np.unpackbits(z['bits'], count=int(np.prod(shp))).reshape(shp).astype(bool)
     return out
+
+def load_erased(path, # the image's `.npz` in a step folder
+                shape=None): # expected (H, W)
+    "Bool H×W union of the regions of this step and every earlier one (`save_regions(erased=)`); None for a file stored without it."
+    e = load_arrays(path, keys=('erased',)).get('erased')   # one member: read once per image and epoch
+    if e is None: return None
+    if e.dtype != bool or e.ndim != 2: raise ValueError(f"{path}: 'erased' is {e.dtype} of shape {e.shape}, not a bool H×W mask")
+    if shape is not None and e.shape != tuple(shape):
+        raise ValueError(f"{path} holds erased pixels of {e.shape[1]}×{e.shape[0]} px but its image is {shape[1]}×{shape[0]}: "
+                         f"the data changed since this step ran; use a new run folder")
+    return e
 
 # %% ../nbs/04_erasing.ipynb #de373586
 class ErasedDataset(Dataset):
@@ -107,14 +134,18 @@ class ErasedDataset(Dataset):
                  fill='mean', # see `erase_regions`
                  tfms=None, # transforms of (Image, Mask); None: normalisation only
                  with_masks:bool=False, # read ground-truth masks (for scoring); else the mask is all 255
-                 seed:int=0): # seed of fill='noise'
-        store_attr('base,mean,std,fill,with_masks,seed')
+                 seed:int=0, # seed of fill='noise'
+                 cumulative:bool=False): # the last folder's files hold the union of all (`save_regions(erased=)`): one read per image
+        store_attr('base,mean,std,fill,with_masks,seed,cumulative')
         self.region_dirs = [Path(d) for d in region_dirs]
         self.labels, self.ids, self.classes = np.asarray(base.labels, np.float32), list(base.ids), base.classes
         self.tfms = tfms or seg_transforms(mean, std)
     def __len__(self): return len(self.ids)
     def regions(self, i, shape):
         "Union over the erased steps of image `i`'s regions: bool H×W."
+        if self.cumulative and self.region_dirs:
+            r = load_erased(self.region_dirs[-1] / f'{self.ids[i]}.npz', shape)
+            if r is not None: return r
         r = np.zeros(shape, bool)
         for d in self.region_dirs:
             r |= load_regions(d / f'{self.ids[i]}.npz', len(self.classes), shape, self.labels[i]).any(0)
@@ -326,7 +357,7 @@ def datasets(self:AdversarialErasing, t:int, train_tfms:bool=True)->tuple:
     mean, std = self.stats()
     c = self.cfg
     tf = seg_transforms(mean, std, crop_size=c['crop_size'], scale=c['scale'], flip=True) if train_tfms else None
-    mk = lambda ds, split, tf: ErasedDataset(ds, self.region_dirs(t, split), mean, std, c['fill'], tf, seed=self.seed + t)
+    mk = lambda ds, split, tf: ErasedDataset(ds, self.region_dirs(t, split), mean, std, c['fill'], tf, seed=self.seed + t, cumulative=True)
     return mk(self.train_ds, 'train', tf), mk(self.holdout_ds, 'holdout', None)
 
 # %% ../nbs/04_erasing.ipynb #a436a8c7
@@ -389,7 +420,9 @@ def mine(self:AdversarialErasing, model, # the classifier whose CAMs are thresho
             raise FloatingPointError(f"the CAM of image {image_id!r} is not finite (mining into {st.folder}): the classifier's "
                                      f"outputs are NaN or infinite, so its regions would be empty; lower the learning rate "
                                      f"or check the data, then delete {st.folder.parent} to redo the step")
-        save_regions(path, mine_regions(cam[None], ds.labels[i][None], c['delta'])[0], ds.labels[i])
+        reg = mine_regions(cam[None], ds.labels[i][None], c['delta'])[0]
+        before = ds.regions(i, reg.shape[1:]) if getattr(ds, 'region_dirs', None) else False
+        save_regions(path, reg, ds.labels[i], erased=reg.any(0) | before)   # the next step reads this union alone
     return st.map(ds.ids, write, st.name, self.progress, suffix='.npz')
 
 # %% ../nbs/04_erasing.ipynb #2c01adfb
@@ -408,6 +441,19 @@ def cls_stage(self:AdversarialErasing, t:int)->Stage:
 
 # %% ../nbs/04_erasing.ipynb #d49bbbf2
 @patch
+def fit_step(self:AdversarialErasing, model, # a fresh classifier (`make_model`)
+             trn, hold, # step t's data sets (`datasets(t)`)
+             t:int, # the step: its seed and its miner's training data
+             **kwargs): # `fit_classifier` overrides (e.g. `ckpt`, `epochs`)
+    "Train step t's classifier with the run's settings: the call `train_step` makes (and `bench/erasing.py` times); the history."
+    c = self.cfg
+    sk = {} if c['sched'] is None else dict(sched=c['sched'], **({'lr_patience': c['lr_patience']} if c['sched'] == 'plateau' else {}))
+    kw = dict(loss_fn=self.loss(model), epochs=c['epochs'], bs=c['bs'], lr=c['lr'], flip=False, seed=self.seed + t, **sk,
+              num_workers=c['num_workers'], patience=c['patience'], device=self.device, progress=self.progress,
+              valid_bs=2 * c['bs'] if _fixed_size(hold) else 1)
+    return fit_classifier(model, self.train_data(trn, t), hold, **{**kw, **kwargs})
+
+@patch
 def train_step(self:AdversarialErasing, t:int, st:Stage)->dict:
     "Train $M_t$ on $I_t$ (resuming a killed training), mine its regions on training and held-out images; returns the record."
     rank = rank_world()[0]
@@ -416,15 +462,12 @@ def train_step(self:AdversarialErasing, t:int, st:Stage)->dict:
         st.begin()
         cst.begin()
     barrier()
-    c, cdir = self.cfg, cst.folder
+    cdir = cst.folder
     t0 = time.time()
     set_seed(self.seed + t)
     model = self.make_model(self.n_classes)                 # same initialisation whether resumed or not
     trn, hold = self.datasets(t)
-    sk = {} if c['sched'] is None else dict(sched=c['sched'], **({'lr_patience': c['lr_patience']} if c['sched'] == 'plateau' else {}))
-    hist = fit_classifier(model, self.train_data(trn, t), hold, loss_fn=self.loss(model), epochs=c['epochs'], bs=c['bs'], lr=c['lr'], flip=False, seed=self.seed + t, **sk,
-                          num_workers=c['num_workers'], patience=c['patience'], device=self.device, progress=self.progress,
-                          valid_bs=2 * c['bs'] if _fixed_size(hold) else 1, ckpt=cdir / 'train.pt', resume=True)
+    hist = self.fit_step(model, trn, hold, t, ckpt=cdir / 'train.pt', resume=True)
     model = getattr(model, 'module', model)
     best = hist[-1].get('restored_best_epoch', hist[-1]['epoch'])
     row = next(h for h in hist if h['epoch'] == best)
@@ -591,7 +634,7 @@ def mine_split(self:AdversarialErasing, ds, # per-image data set with the traini
         if st.done:
             recs.append(st.record)
             continue
-        eds = ErasedDataset(ds, self.region_dirs(t, name), mean, std, self.cfg['fill'], seed=self.seed + t)   # as `datasets` erases the held-out set
+        eds = ErasedDataset(ds, self.region_dirs(t, name), mean, std, self.cfg['fill'], seed=self.seed + t, cumulative=True)   # as `datasets` erases the held-out set
         recs.append(self.mine(self.load_model(t).to(dev), eds, st))
     self._splits[name] = ds                                # `mined_steps(i, name)` reads it now
     return recs

@@ -140,11 +140,12 @@ def save_arrays(path, # destination `.npz`
         if np.asarray(v).dtype == object: raise TypeError(f"{k}: object arrays would need a pickle")
     return atomic_write(path, lambda t: np.savez_compressed(t, **arrays), root)
 
-def load_arrays(path)->dict:
+def load_arrays(path, # an `.npz`
+                keys=None)->dict: # names to read (each array is a member to inflate); None: all. A name the file lacks is left out
     "Arrays of an `.npz` as a dict, never unpickling; errors name the file."
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files}
+        with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files if keys is None or k in keys}
     except FileNotFoundError: raise FileNotFoundError(f"{path} does not exist") from None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
         raise ValueError(f"cannot read {path} ({type(e).__name__}: {e}); it may be truncated: delete it to redo its stage") from None
