@@ -15,7 +15,7 @@ from torchvision import tv_tensors
 from .data import mean_pixel, pixel_std, seg_transforms, IMAGENET_MEAN, IMAGENET_STD
 from .metrics import SegMetric
 from .runs import Stage, RunFolder, RUNTIME_KEYS, save_arrays, load_arrays, write_json, Registry, check_id
-from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed, default_device, rank_world, barrier
+from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed, pick_device, rank_world, barrier
 from .cam import normalize_cams, eval_mode
 
 # %% auto #0
@@ -287,6 +287,7 @@ class AdversarialErasing:
                  **settings): # any key of the preset: delta, max_steps, rho, epochs, patience, crop_size, ...
         self.cfg = erasing_config(preset, **settings)
         if not _int(seed, 0): raise ValueError(f"seed={seed!r} must be an integer ≥ 0")
+        pick_device(device)   # checked now; resolved where it is used (under torchrun, after each rank has its GPU)
         store_attr('train_ds,holdout_ds,seed,device,progress')
         if out is None:
             import tempfile
@@ -627,7 +628,7 @@ def mine_split(self:AdversarialErasing, ds, # per-image data set with the traini
                          f"were trained on them; mine a set of other images")
     if not self.steps: raise RuntimeError("no step has run: call `run()` first (it reads finished steps back)")
     fp, (mean, std) = data_fingerprint(ds), self.stats()
-    dev = torch.device(self.device) if self.device else default_device()
+    dev = pick_device(self.device)
     recs = []
     for t in range(1, self.n_used + 1):
         st = self.split_stage(t, name, fp)

@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
 from .runs import RunFolder, Stage, RUNTIME_KEYS, write_json, read_json, read_marker, atomic_write, is_main, measure
-from .train import init_distributed, barrier, save_checkpoint, load_checkpoint, set_seed
+from .train import init_distributed, barrier, save_checkpoint, load_checkpoint, set_seed, pick_device
 from .voc import VOCWSSS, synthetic_voc, voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage, carve_holdout
 from .erasing import MINERS, regions_to_label_map, PRESETS as AE_PRESETS
 from .config import pipeline_config, preset_and_overrides, parse_settings, is_int
@@ -23,17 +23,6 @@ __all__ = ['STAGES', 'MINER_NAMES', 'DEMO', 'Pipeline', 'Splits', 'results_table
 
 # %% ../nbs/09_pipeline.ipynb #26ad982f
 STAGES = ('erasing', 'cam', 'saliency', 'pseudo', 'seg_ssl', 'seg', 'pred_ssl', 'pred', 'pred_crf', 'evaluate')
-
-def _device(device)->torch.device:
-    "The run's device, checked: a typo or an absent accelerator is refused before the run folder is made."
-    if device is None: return torch.device(f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu')
-    try: d = torch.device(device)
-    except (RuntimeError, TypeError, ValueError): raise ValueError(f"device={device!r} is not a device: use cpu, cuda, cuda:<n> or mps") from None
-    if d.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device={device!r}: no CUDA device is available")
-    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
-        raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA devices")
-    if d.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError(f"device={device!r}: MPS is not available")
-    return d
 
 def _split(data, key:str, split:str, **kw)->VOCWSSS:
     "A split of the VOC folder; its errors name the setting that chose it."
@@ -53,7 +42,7 @@ class Pipeline:
         self.cfg = c = pipeline_config(config, **overrides)   # every setting checked: nothing read or written yet
         if num_workers is not None and not is_int(num_workers, 0): raise ValueError(f"num_workers={num_workers!r} must be an integer ≥ 0")
         self.rank, self.world = init_distributed()
-        self.device = _device(device)
+        self.device = pick_device(device)
         try: root = voc_root(data)
         except (FileNotFoundError, ValueError) as e: raise type(e)(f"data={str(data)!r}: {e}") from None
         if not (root / 'JPEGImages').is_dir(): raise FileNotFoundError(f"data={str(data)!r}: no JPEGImages folder in {root} (a VOC-layout folder)")

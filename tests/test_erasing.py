@@ -4,7 +4,7 @@ from pathlib import Path
 from aepsl.data import SyntheticWSSS
 from aepsl.models import small_cnn
 from aepsl.runs import StageConfigError
-from aepsl.erasing import AdversarialErasing, HideAndSeek, load_regions, aepsl_erase
+from aepsl.erasing import AdversarialErasing, HideAndSeek, ErasedDataset, load_regions, load_erased, aepsl_erase
 
 SMALL = dict(epochs=2, bs=16, crop_size=48, patience=None, max_steps=2, rho=0.01)
 def tiny(C): return small_cnn(C, widths=(8, 16, 16, 16, 16, 32))
@@ -204,6 +204,7 @@ BASE = dict(n_train=8, n_holdout=4, size=48, crop_size=48, device='cpu')
     (dict(seed=-1), 'seed=-1'), (dict(n_train=0), 'n_train=0'), (dict(n_holdout=0), 'n_holdout=0'),
     (dict(size=0), 'size=0'), (dict(size=32), 'size=32 is smaller than crop_size=48'),
     (dict(config='gpu'), "unknown preset 'gpu'"), (dict(data='NODATA'), 'no_data'),
+    (dict(device='gpu'), "device='gpu' is not a device"),
 ])
 def test_cli_every_bad_setting_refused_before_the_run_folder(tmp_path, bad, msg):
     "Each bad flag raises a message naming the setting and its value, and leaves no --out folder behind."
@@ -420,3 +421,21 @@ def test_cli_takes_a_file_of_settings(tmp_path):
 def test_cli_refuses_an_unknown_miner_before_the_run_folder(tmp_path):
     with pytest.raises(ValueError, match="miner='cam': use ae, has, acol"): erase(out=str(tmp_path / 'o'), miner='cam', **BASE)
     assert not (tmp_path / 'o').exists()
+
+def test_each_step_file_holds_the_union_erased_so_far(data, tmp_path):
+    "Step t's file holds the union of steps 1..t (what step t+1 erases): step t+1 reads it alone, and erases what reading every step erases."
+    ae = make_ae(data, tmp_path / 'r', max_steps=3)
+    ae.run()
+    assert len(ae.steps) == 3
+    C = len(ae.train_ds.classes)
+    for split, ds in (('train', ae.train_ds), ('holdout', ae.holdout_ds)):
+        for i, k in enumerate(ds.ids):
+            shape, union = ds.image(i).shape[:2], np.zeros(ds.image(i).shape[:2], bool)
+            for t in (1, 2, 3):
+                union |= load_regions(ae.out / 'mined' / f'step{t}' / split / f'{k}.npz', C, shape, ds.labels[i]).any(0)
+                np.testing.assert_array_equal(load_erased(ae.out / 'mined' / f'step{t}' / split / f'{k}.npz', shape), union)
+    mean, std = ae.stats()
+    dirs = ae.region_dirs(3)
+    one, every = ErasedDataset(ae.train_ds, dirs, mean, std, cumulative=True), ErasedDataset(ae.train_ds, dirs, mean, std)
+    assert any(every.regions(i, every.base.image(i).shape[:2]).any() for i in range(len(every)))   # something is erased
+    for i in range(len(every)): np.testing.assert_array_equal(one.image(i), every.image(i))
