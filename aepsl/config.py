@@ -153,7 +153,10 @@ def read_config_file(path, # a JSON file: a run's config.json, or a preset and t
     if not isinstance(tree, dict) or tree.get('preset') not in PIPELINE_PRESETS:
         raise ValueError(f"config file {p}: needs \"preset\": one of {', '.join(PIPELINE_PRESETS)}")
     ov = config_overrides(tree, f'config file {p}')
-    try: pipeline_config(tree['preset'], **ov)
+    try:
+        with warnings.catch_warnings():   # checked here to name the file in errors; its warnings come once, from the run
+            warnings.simplefilter('ignore')
+            pipeline_config(tree['preset'], **ov)
     except ValueError as e: raise ValueError(f"config file {p}: {e}") from None
     return tree['preset'], ov
 

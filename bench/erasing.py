@@ -16,8 +16,8 @@ p.add_argument('--n_train', type=int, default=600); p.add_argument('--n_holdout'
 p.add_argument('--steps', type=int, default=4); p.add_argument('--out', default='bench/results/erasing.json')
 p.add_argument('--run', default='/tmp/aepsl_bench_erasing', help='AE run folder (resumed when it exists)')
 p.add_argument('--skip_baselines', action='store_true', help='only AE and the overhead')
-p.add_argument('--runs', type=int, default=3, help='repetitions of the overhead timing (medians)')
-p.add_argument('--overhead_epochs', type=int, default=3, help='epochs per timed training')
+p.add_argument('--runs', type=int, default=5, help='repetitions of the overhead timing (medians)')
+p.add_argument('--overhead_epochs', type=int, default=4, help='epochs per timed training (the first is not counted)')
 a = p.parse_args()
 
 def machine():

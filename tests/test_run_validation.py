@@ -207,3 +207,15 @@ def test_lite0_seg_is_a_segmentation_arch():
     net = make_segnet('lite0_seg', 3, 'none')
     with torch.no_grad(): seg, cls = net.eval()(torch.zeros(1, 3, 64, 64))
     assert seg.shape[:2] == (1, 4) and cls.shape == (1, 3)
+
+def test_a_file_of_settings_warns_once_from_the_run_not_from_its_check(tmp_path):
+    "read_config_file checks the settings to name the file in errors; the holdout warning is the run's to give, once."
+    import json, warnings
+    from aepsl.config import read_config_file, pipeline_config
+    f = tmp_path / 'c.json'
+    f.write_text(json.dumps(dict(preset='cpu', holdout_split='val', eval_split='val')))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        preset, ov = read_config_file(f)
+    assert not w, [str(x.message) for x in w]
+    with pytest.warns(UserWarning, match='holdout_split'): pipeline_config(preset, **ov)
