@@ -79,7 +79,7 @@ class Pipeline:
             self.run.log.setLevel(logging.WARNING)
         self.metrics = read_json(self.out / 'metrics.json', dict) if (self.out / 'metrics.json').is_file() else {}
         self.stage_times = dict(self.metrics.get('stages', {}))
-        self.ae = None
+        self._ae = None   # the miner: `erasing()` sets it
     def __repr__(self): return f"Pipeline({self.out}, {self.cfg['preset']}, {len(self.trn)} training images, rank {self.rank}/{self.world})"
 
 # %% ../nbs/09_pipeline.ipynb #28c58f41
@@ -108,13 +108,19 @@ class Splits:
 def erasing(self:Pipeline)->dict:
     "Stage 1: the miner (`aepsl.erasing.MINERS`: AE's Algorithm 1, Hide-and-Seek or ACoL; DDP under torchrun), then the mined label maps of the training images."
     c = self.cfg
-    self.ae = MINERS(c['miner'], self.trn, self.hold, self.out, preset=c['preset'], seed=c['seed'], device=self.device,
+    self._ae = MINERS(c['miner'], self.trn, self.hold, self.out, preset=c['preset'], seed=c['seed'], device=self.device,
                                  progress=self.progress, num_workers=self.num_workers, **c['erasing'])
     steps = self.ae.run()
     self.ae.write_pseudo_objects()   # every rank writes its share (aepsl.erasing shards it)
     if self.ev is not self.hold: self.ae.mine_split(self.ev, 'eval')   # for the ladder only: no decision reads these
     return dict(steps=[{k: s[k] for k in ('step', 'holdout_mAP', 'success', 'resumed', 'epochs_trained')} for s in steps],
                 steps_used=self.ae.n_used, skipped=all(s['resumed'] for s in steps))
+
+@patch(as_prop=True)
+def ae(self:Pipeline):
+    "The erasing stage's miner; `erasing()` makes it (on a finished run it reads the steps back, training nothing)."
+    if self._ae is None: raise RuntimeError("the erasing stage has not been read: call erasing() first (on a finished run it reads the steps back, training nothing)")
+    return self._ae
 
 @patch(as_prop=True)
 def ae_hash(self:Pipeline)->str:
@@ -135,13 +141,8 @@ def cam(self:Pipeline)->dict:
     st = self.run.stage('cam', dict(classifier=Stage(self.out / 'mined' / 'step1', self.ae.step_config(1)).hash,
                                     threshold=c['cam_threshold'], scales=e['cam_scales'], flip=e['cam_flip']))
     if st.done: return dict(st.record, skipped=True)
-    model, (mean, std) = self.ae.load_model(1).to(self.device), self.ae.stats()
-    pos = {k: i for i, k in enumerate(self.ev.ids)}
-    def fn(k, path):
-        i = pos[k]
-        cams = self.ae.cam(model, normalize_image(self.ev.image(i), mean, std)[None], torch.as_tensor(self.ev.labels[i])[None])
-        save_label_png(cams_to_label_map(cams[0].cpu(), c['cam_threshold']), path)
-    return st.map(self.ev.ids, fn, 'CAM', self.progress)
+    cams, pos = self.cams(self.ev), {k: i for i, k in enumerate(self.ev.ids)}
+    return st.map(self.ev.ids, lambda k, path: save_label_png(cams_to_label_map(cams(pos[k]), c['cam_threshold']), path), 'CAM', self.progress)
 
 @patch
 def cams(self:Pipeline, ds):
@@ -201,6 +202,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     "Stages 5–6: `aepsl.psl.fit_seg` on the pseudo labels (a reference: on the masks; DDP under torchrun), resuming a killed training."
     if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
     c, gt = self.cfg, labels == 'gt'
+    mean, std = self.ae.stats()   # the erasing stage's pixel statistics: asked first, so that nothing is begun without them
     stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
     st = self.run.stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
                                    lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'], **stop,
@@ -210,7 +212,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     if is_main(): st.begin()
     barrier()
     set_seed(c['seed'])
-    model, (mean, std), t0 = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights']), self.ae.stats(), time.time()
+    model, t0 = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights']), time.time()
     ds = SegDataset(self.trn, None if gt else self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
     watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
@@ -326,13 +328,13 @@ def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
     import matplotlib.pyplot as plt
     from aepsl.viz import colorize, overlay_heatmap
     ev = self.ev
-    model, (mean, std) = self.ae.load_model(1), self.ae.stats()
+    cams = self.cams(ev)
     cols = ['image', 'CAM (step 1)', f'AE mined ({self.ae.n_used} steps)', 'pseudo label', 'AE-PSL', 'AE-PSL + CRF', 'ground truth']
     idx = [i for i in idx if i < len(ev.ids)]
     fig, axs = plt.subplots(len(idx), len(cols), figsize=(size * len(cols), size * len(idx)), squeeze=False)
     for r, i in enumerate(idx):
         k, img = ev.ids[i], ev.image(i)
-        cam = self.ae.cam(model, normalize_image(img, mean, std)[None], torch.as_tensor(ev.labels[i])[None])[0].amax(0).numpy()
+        cam = cams(i).max(0)
         lab = lambda f: colorize(load_label_png(self.out / f / f'{k}.png')) if (self.out / f / f'{k}.png').is_file() else np.zeros_like(img)
         panels = [img, overlay_heatmap(img, cam), colorize(self.objects(k)),
                   lab('pseudo'), lab('pred'), lab('pred_crf'), colorize(ev.mask(i))]

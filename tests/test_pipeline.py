@@ -84,6 +84,8 @@ def test_ground_truth_reference_watches_the_ground_truth(voc, run_a, tmp_path):
     out = tmp_path / 'run'
     shutil.copytree(run_a[0], out)
     p = Pipeline(voc, out, 'cpu', progress=False, epochs=2, max_steps=2, seg_epochs=3)
+    with pytest.raises(RuntimeError, match=r'call erasing\(\) first'): p.train_seg('seg_gt', psl=False, labels='gt')
+    assert not (out / 'seg_gt').exists()             # nothing begun
     p.erasing()                                      # finished: reads the steps
     with pytest.raises(ValueError, match="labels='masks'"): p.train_seg('seg_gt', psl=False, labels='masks')
     p.train_seg('seg_gt', psl=False, labels='gt')
