@@ -4,14 +4,14 @@
 
 # %% ../nbs/09_pipeline.ipynb #bb4aafcf
 from __future__ import annotations
-import sys, time, logging
+import sys, logging
 from pathlib import Path
 import numpy as np, torch
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from tqdm.auto import tqdm
 from .runs import RunFolder, Stage, RUNTIME_KEYS, write_json, read_json, read_marker, atomic_write, is_main, measure
-from .train import init_distributed, barrier, save_checkpoint, load_checkpoint, set_seed, pick_device
+from .train import init_distributed, barrier, load_checkpoint, set_seed, pick_device
 from .voc import VOCWSSS, synthetic_voc, voc_root, data_fingerprint, check_wsss_data, scan_dataset, check_class_coverage, carve_holdout
 from .erasing import MINERS, regions_to_label_map, PRESETS as AE_PRESETS
 from .config import pipeline_config, preset_and_overrides, parse_settings, is_int
@@ -87,7 +87,7 @@ from .cam import cams_to_label_map
 from .crf import crf_params
 from .saliency import saliency_stage
 from .pseudo import pseudo_stage
-from .psl import SegDataset, PSLLoss, FolderMasks, fit_seg, seg_train_tfms, normalize_image, predict_stage, branch_map, weak_branch
+from .psl import SegDataset, PSLLoss, FolderMasks, seg_stage, seg_train_tfms, normalize_image, predict_stage, weak_branch
 
 class Splits:
     "Several splits of one data set read as one: each id once, in order, every image read from its own split."
@@ -199,7 +199,7 @@ def pseudo(self:Pipeline)->dict:
 def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's own name, e.g. 'seg_gt')
               psl:bool, # with the online-label term (AE-PSL) or without (AE-SSL)
               labels:str='pseudo')->dict: # 'pseudo': the run's pseudo labels; 'gt': the ground truth (a fully supervised reference)
-    "Stages 5–6: `aepsl.psl.fit_seg` on the pseudo labels (a reference: on the masks; DDP under torchrun), resuming a killed training."
+    "Stages 5–6: `aepsl.psl.seg_stage` on the pseudo labels (a reference: on the masks; DDP under torchrun), resuming a killed training."
     if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
     c, gt = self.cfg, labels == 'gt'
     mean, std = self.ae.stats()   # the erasing stage's pixel statistics: asked first, so that nothing is begun without them
@@ -209,30 +209,15 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
                                    **(dict(labels='ground truth') if gt else dict(pseudo=self._hash('pseudo'))),
                                    **(dict(prohibit_by='labels') if psl else {})))
     if st.done: return dict(st.record, skipped=True)
-    if is_main(): st.begin()
-    barrier()
     set_seed(c['seed'])
-    model, t0 = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights']), time.time()
+    model = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights'])
     ds = SegDataset(self.trn, None if gt else self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
     watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
-    opt = {k: v for k, v in stop.items() if v is not None}
-    hist = fit_seg(model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup']), epochs=c['seg_epochs'],
-                   bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers, device=self.device,
-                   valid_ds=held if watch else None, valid_norm=(mean, std),
-                   ckpt=st.folder / 'train.pt', resume=True, progress=self.progress, **opt)
-    save_checkpoint(st.folder / 'model.pt', model)
-    bm = branch_map(model.eval(), self.hold, mean=mean, std=std) if psl else None   # held-out images: is v fit to prohibit?
-    rec = None
-    if is_main():
-        write_json(st.folder / 'history.json', hist)
-        best = hist[-1].get('restored_best_epoch', hist[-1]['epoch'])
-        cap = len(hist) >= (c['seg_epochs'] or len(hist))
-        rec = st.finish(epochs=len(hist), best_epoch=best, stopped_by='cap' if cap or stop['patience'] is None else 'patience',
-                        train_loss=hist[-1]['train_loss'], train_time=round(time.time() - t0, 2),
-                        **({} if bm is None else dict(branch_mAP=round(float(bm), 4))))
-    barrier()
-    return rec or {}
+    return seg_stage(st, model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup']),
+                     held=held if watch else None, branch_on=self.hold if psl else None, mean=mean, std=std,   # is v fit to prohibit?
+                     epochs=c['seg_epochs'], bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers,
+                     device=self.device, progress=self.progress, **{k: v for k, v in stop.items() if v is not None})
 
 # %% ../nbs/09_pipeline.ipynb #d7c11ebc
 @patch

@@ -23,8 +23,8 @@ from .crf import crf_probs, crf_batch, crf_params
 __all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset',
            'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs',
            'scores_and_masks', 'seg_eval', 'FolderMasks', 'seg_scores', 'predict_stage', 'evaluate_folder',
-           'branch_scores', 'branch_map', 'weak_branch', 'evaluate_predictions', 'format_eval', 'aepsl_eval', 'gwrp',
-           'SECLoss', 'cam_seeds']
+           'branch_scores', 'branch_map', 'weak_branch', 'seg_stage', 'evaluate_predictions', 'format_eval',
+           'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
 def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
@@ -419,6 +419,38 @@ def weak_branch(mAP:float, # the branch's held-out mAP (`branch_map`)
     if mAP < threshold:
         return (f"the classification branch reaches only {100 * mAP:.1f} % held-out mAP (< {100 * threshold:.0f} %): its scores v "
                 f"are too weak for [1, v] weighting; leave test-time prohibition off (test_prohibit=False)")
+
+# %% ../nbs/08_psl.ipynb #6d0081bb
+def seg_stage(stage:Stage, # the network's stage (config chosen by the caller): `train.pt`, `model.pt`, `history.json`, `done.json`
+              net, # a fresh `SegNet` (`make_segnet`), seeded by the caller
+              train_ds, # `SegDataset` with training transforms
+              loss, # 'ssl', 'psl', 'full', or a loss object (`fit_seg`)
+              held=None, # images whose masks stop the training (`FolderMasks` of pseudo labels, or the ground truth); None: no stopping
+              branch_on=None, # held-out images with image-level labels: the branch's mAP goes into the record (`branch_map`)
+              mean=IMAGENET_MEAN, std=IMAGENET_STD, # the images' normalisation
+              **kwargs, # `fit_seg` options: epochs, bs, lr, seed, num_workers, device, progress, patience, sched, lr_patience, …
+             )->dict: # the stage's record (`skipped` when it was done before)
+    "Train a segmentation network into a stage folder, resuming a killed training (under `torchrun` every rank trains, rank 0 writes)."
+    import time
+    from aepsl.runs import is_main, write_json
+    from aepsl.train import barrier, save_checkpoint
+    if stage.check().done: return dict(stage.record, skipped=True)
+    if is_main(): stage.begin()
+    barrier()
+    t0 = time.time()
+    hist = fit_seg(net, train_ds, loss, valid_ds=held, valid_norm=(mean, std), ckpt=stage.folder / 'train.pt', resume=True, **kwargs)
+    save_checkpoint(stage.folder / 'model.pt', net)
+    bm = branch_map(net.eval(), branch_on, mean=mean, std=std) if branch_on is not None else None
+    rec = None
+    if is_main():
+        write_json(stage.folder / 'history.json', hist)
+        best = hist[-1].get('restored_best_epoch', hist[-1]['epoch'])
+        cap = len(hist) >= (kwargs.get('epochs') or len(hist))
+        rec = stage.finish(epochs=len(hist), best_epoch=best, stopped_by='cap' if cap or kwargs.get('patience') is None else 'patience',
+                           train_loss=hist[-1]['train_loss'], train_time=round(time.time() - t0, 2),
+                           **({} if bm is None else dict(branch_mAP=round(float(bm), 4))))
+    barrier()
+    return rec or {}
 
 # %% ../nbs/08_psl.ipynb #fcf69ab2
 from fastcore.script import call_parse
