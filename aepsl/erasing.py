@@ -75,7 +75,7 @@ def save_regions(path, # the image's `.npz` in a step folder
                  regions, # bool C×H×W for all classes (only the image's classes are stored)
                  labels, # C image-level labels
                  erased=None): # bool H×W: the union of every step's regions up to this one (what the next step erases)
-    "Store the mined regions of one image's classes (and the union erased so far), as packed bits."
+    "Store the mined regions of one image's classes as packed bits, and the union erased so far as a compressed H×W mask."
     regions, cls = np.asarray(regions, bool), np.flatnonzero(np.asarray(labels) > 0)
     r = regions[cls]
     extra = {} if erased is None else dict(erased=_hw(erased, r.shape[1:], path))   # H×W, compressed: read alone, no header to check
