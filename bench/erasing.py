@@ -59,7 +59,7 @@ out = a.run
 ae = MINERS('ae', trn, hold, out, max_steps=a.steps, rho=0.01)   # the erasing stage of aepsl_run
 t0 = time.perf_counter(); steps = ae.run(); t_ae = time.perf_counter() - t0
 quality = ae.evaluate()
-n_rule = ae.run(max_steps=PRESETS['cpu']['max_steps'], rho=PRESETS['cpu']['rho']) and ae.n_used
+n_rule = ae.run(max_steps=min(a.steps, PRESETS['cpu']['max_steps']), rho=PRESETS['cpu']['rho']) and ae.n_used   # the rule over the steps run, never more
 mean, std = ae.stats()
 q = lambda d: {k: d[k] for k in ('mIoU', 'precision', 'recall')}
 steps_rows = [dict(step=s['step'], epochs=s['epochs_trained'], holdout_mAP=round(s['holdout_mAP'], 3), mAP_ratio=round(s['mAP_ratio'], 3),
