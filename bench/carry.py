@@ -26,7 +26,9 @@ def machine()->dict:
 def write_set(root:Path, variant, n_train:int, n_val:int)->Path:
     "The benchmark in VOC layout, once: a marker with its arguments, written last, makes a rerun skip it."
     from aepsl.voc import synthetic_voc
-    want = dict(variant=variant, n_train=n_train, n_val=n_val, size=96, seed=0)
+    from aepsl.data import synth_variant
+    want = dict(variant=variant, n_train=n_train, n_val=n_val, size=96, seed=0,
+                params={k: list(v) if isinstance(v, (tuple, list)) else v for k, v in synth_variant(variant).items()})
     marker = root / 'carry_data.json'
     if marker.is_file():
         if (old := json.loads(marker.read_text())) == want: return root
