@@ -203,14 +203,19 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
     c, gt = self.cfg, labels == 'gt'
     mean, std = self.ae.stats()   # the erasing stage's pixel statistics: asked first, so that nothing is begun without them
+    init = c['psl_init'] if psl and not gt else None   # 'seg_ssl': AE-PSL starts from the trained AE-SSL network
+    if init and not (self.out / init / 'done.json').is_file():
+        raise RuntimeError(f"psl_init={init!r}: AE-PSL starts from the finished {init} stage; run train_seg({init!r}, psl=False) first")
     stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
     st = self.run.stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
-                                   lr=c['seg_lr'], psl=psl, psl_weight=c['psl_weight'], seed=c['seed'], warmup=c['psl_warmup'], **stop,
+                                   lr=c['seg_lr'], psl=psl, seed=c['seed'], **stop,
                                    **(dict(labels='ground truth') if gt else dict(pseudo=self._hash('pseudo'))),
-                                   **(dict(prohibit_by='labels') if psl else {})))
+                                   **(dict(psl_weight=c['psl_weight'], warmup=c['psl_warmup'], prohibit_by='labels') if psl else {}),
+                                   **(dict(init=self._hash(init)) if init else {})))   # the online term's settings: AE-PSL's alone
     if st.done: return dict(st.record, skipped=True)
     set_seed(c['seed'])
     model = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights'])
+    if init: load_checkpoint(self.out / init / 'model.pt', model)
     ds = SegDataset(self.trn, None if gt else self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
     watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
@@ -284,7 +289,7 @@ def flags(self:Pipeline, rows:list)->list:
     for a, b in zip(steps, steps[1:]):
         if r[b] < r[a]: out.append(f"{b} ({r[b]:.2f}) is below {a} ({r[a]:.2f}): that step mined background (over-erasing) "
                                    f"and the stopping rule kept it; try a lower --max_steps or a higher --rho")
-    for lo, hi, why in (('AE-PSL', 'AE-SSL', "the online labels reinforce the network's own background bias (see 08_psl); try a longer --psl_warmup or a lower --psl_weight"),
+    for lo, hi, why in (('AE-PSL', 'AE-SSL', "the online labels reinforce the network's own background bias where it does not recognise the classes (see 08_psl); use AE-SSL's network on these data, or try a lower --psl_weight"),
                         ('AE-PSL + CRF', 'AE-PSL', "the CRF hurts: its kernels may not suit these images (--crf)"),
                         ):
         if lo in r and hi in r and r[lo] < r[hi]: out.append(f"{lo} ({r[lo]:.2f}) is below {hi} ({r[hi]:.2f}): {why}")

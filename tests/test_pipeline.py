@@ -264,3 +264,27 @@ def test_seg_networks_watch_held_out_pseudo_labels(run_a):
         assert all(0 <= r['valid_mIoU'] <= 1 and r['valid_loss'] > 0 for r in h), h
         assert (d['stopped_by'], d['epochs']) == ('cap', 3)   # TINY's cap of 3 epochs comes before a patience of 5
     assert all((out / 'pseudo' / f'{k}.png').is_file() for k in held)   # what they were scored against
+
+def test_psl_starts_from_the_trained_ssl_network(voc, run_a, tmp_path, monkeypatch):
+    "cpu preset, `psl_init='seg_ssl'`: AE-PSL's network starts from seg_ssl's weights, recorded in its stage; asked before seg_ssl, refused."
+    import shutil
+    import aepsl.pipeline as P
+    out = run_a[0]
+    ssl, seg = read_json(out / 'seg_ssl' / 'done.json'), read_json(out / 'seg' / 'done.json')
+    assert seg['config']['init'] == ssl['hash'] and 'init' not in ssl['config']
+    assert 'warmup' not in ssl['config'] and 'psl_weight' not in ssl['config']   # the online term's settings are AE-PSL's alone
+    run = tmp_path / 'run'
+    shutil.copytree(out, run)
+    for n in ('seg_ssl', 'seg'): shutil.rmtree(run / n)
+    p = Pipeline(voc, run, 'cpu', progress=False, **TINY_KW)
+    p.erasing()
+    with pytest.raises(RuntimeError, match="psl_init='seg_ssl'.*seg_ssl"): p.train_seg('seg', psl=True)
+    assert not (run / 'seg').exists()                                             # nothing begun
+    shutil.copytree(out / 'seg_ssl', run / 'seg_ssl')
+    seen = {}
+    monkeypatch.setattr(P, 'seg_stage', lambda st, net, *a, **k: seen.setdefault('sd', {k: v.clone() for k, v in net.state_dict().items()}))
+    p.train_seg('seg', psl=True)
+    want = torch.load(out / 'seg_ssl' / 'model.pt', weights_only=True)['model']
+    assert set(seen['sd']) == set(want) and all(torch.equal(seen['sd'][k], want[k]) for k in want)
+    with pytest.raises(ValueError, match="psl_init='ssl'"): Pipeline(voc, tmp_path / 'bad', 'cpu', progress=False, psl_init='ssl', **TINY_KW)
+    assert not (tmp_path / 'bad').exists()
