@@ -25,19 +25,19 @@ PIPELINE_PRESETS = dict(
              test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
              train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
     photos=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-                seg_arch='lite0_seg', seg_weights='imagenet', seg_epochs=60, seg_bs=10, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init=None,
+                seg_arch='lite0_seg', seg_weights='imagenet', seg_epochs=60, seg_bs=10, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_weights',
                 seg_patience=5, seg_sched='plateau', seg_lr_patience=2,
                 test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
                 train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
     voc=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-             seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init=None,
+             seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_weights',
              seg_patience=None, seg_sched=None, seg_lr_patience=None,
              test_scales=(1.0, 0.75, 1.25), test_flip=True, test_prohibit=False, crf='deeplab', crf_workers=4, seed=0,
              train_split='train_aug', holdout_split=None, holdout_frac=0.1, eval_split='val'))
 
 SEG_ARCHS = tuple(SEGNETS)   # aepsl.psl's registry
 NO_WEIGHTS = ('small', 'seg_small')   # built from scratch: no pretrained weights exist for them
-PSL_INITS = (None, 'seg_ssl')   # where AE-PSL's network starts: seg_weights (the paper's), or the trained AE-SSL network
+PSL_INITS = ('seg_weights', 'seg_ssl')   # where AE-PSL's network starts: from seg_weights (the paper's), or from the trained AE-SSL network
 SEG_SCHEDS = (None, 'poly', 'plateau', 'onecycle', 'const')   # None: the network's recipe (`aepsl.train.make_optimizer`)
 
 def is_number(v)->bool:
@@ -65,7 +65,7 @@ def _check_pipeline(c:dict)->list:
     for k in ('cam_threshold', 'bg_threshold'):
         if not (is_number(c[k]) and 0 < c[k] < 1): bad.append(f"{k}={c[k]} must lie in (0, 1)")
     if not (is_number(c['psl_warmup']) and c['psl_warmup'] >= 0): bad.append(f"psl_warmup={c['psl_warmup']} must be a number of epochs ≥ 0")
-    if c['psl_init'] not in PSL_INITS: bad.append(f"psl_init={c['psl_init']!r}: None (seg_weights, the paper's) or 'seg_ssl' (the trained AE-SSL network)")
+    if c['psl_init'] not in PSL_INITS: bad.append(f"psl_init={c['psl_init']!r}: 'seg_weights' (the paper's start) or 'seg_ssl' (the trained AE-SSL network)")
     for k in ('seg_patience', 'seg_lr_patience'):
         if c[k] is not None and not is_int(c[k], 1): bad.append(f"{k}={c[k]!r} must be an integer ≥ 1 (epochs) or None")
     if c['seg_sched'] not in SEG_SCHEDS: bad.append(f"seg_sched={c['seg_sched']!r}: use one of {', '.join(map(str, SEG_SCHEDS))} (None: the network's recipe)")

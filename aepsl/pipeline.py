@@ -203,7 +203,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
     c, gt = self.cfg, labels == 'gt'
     mean, std = self.ae.stats()   # the erasing stage's pixel statistics: asked first, so that nothing is begun without them
-    init = c['psl_init'] if psl and not gt else None   # 'seg_ssl': AE-PSL starts from the trained AE-SSL network
+    init = 'seg_ssl' if psl and not gt and c['psl_init'] == 'seg_ssl' else None   # AE-PSL starts from the trained AE-SSL network
     if init and not (self.out / init / 'done.json').is_file():
         raise RuntimeError(f"psl_init={init!r}: AE-PSL starts from the finished {init} stage; run train_seg({init!r}, psl=False) first")
     stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
@@ -467,7 +467,7 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               seg_bs:int=None, # segmentation batch size (global)
               seg_lr:float=None, # segmentation learning rate
               psl_weight:float=None, # λ of the online-label (PSL) term, > 0
-              psl_warmup:float=None, # ramp λ up over this many epochs (cpu: 8; voc: 0, the paper's)
+              psl_warmup:float=None, # ramp λ up over this many epochs (0, the paper's, in every preset: cpu starts AE-PSL from AE-SSL's network, psl_init; --settings psl_init=seg_weights starts it as the paper does)
               test_scales:str=None, # test-time scales, comma-separated, e.g. 1,0.75,1.25
               test_prohibit:bool=False, # weight test-time scores by the network's own classification branch, [1, v] ⊗ f
               crf:str=None, # DenseCRF preset of aepsl.crf: deeplab, psa, sec, irn
