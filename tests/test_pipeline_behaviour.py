@@ -60,7 +60,8 @@ def run_y(data, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp, redirect_stderr(StringIO()), redirect_stdout(StringIO()):
         mp.setattr(aepsl.train, 'save_checkpoint', save_then_interrupt)
         aepsl_run.__wrapped__(**kw)
-    assert len(saves) == TINY['seg_epochs'], len(saves)   # the resumed training took the 13 remaining epochs, not 20 again
+    n = read_json(out / 'seg' / 'done.json')['epochs']   # patience may stop it before the cap of 20
+    assert n > 7 and len(saves) == n, (n, len(saves))   # the resumed training took the remaining epochs, not all again
     return out
 
 @pytest.fixture(scope='module')
