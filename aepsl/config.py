@@ -20,17 +20,17 @@ __all__ = ['PIPELINE_PRESETS', 'SEG_ARCHS', 'NO_WEIGHTS', 'PSL_INITS', 'SEG_SCHE
 # %% ../nbs/08b_config.ipynb #81ff8a7b
 PIPELINE_PRESETS = dict(
     cpu=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-             seg_arch='seg_small', seg_weights=None, seg_epochs=60, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_ssl',
+             seg_arch='seg_small', seg_weights=None, seg_epochs=60, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_ssl', psl_rho=0.9,
              seg_patience=5, seg_sched='plateau', seg_lr_patience=2,
              test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
              train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
     photos=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-                seg_arch='lite0_seg', seg_weights='imagenet', seg_epochs=60, seg_bs=10, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_weights',
+                seg_arch='lite0_seg', seg_weights='imagenet', seg_epochs=60, seg_bs=10, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_weights', psl_rho=0.9,
                 seg_patience=5, seg_sched='plateau', seg_lr_patience=2,
                 test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
                 train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
     voc=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
-             seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_weights',
+             seg_arch='deeplab_largefov', seg_weights='imagenet', seg_epochs=None, seg_bs=None, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_weights', psl_rho=0.9,
              seg_patience=None, seg_sched=None, seg_lr_patience=None,
              test_scales=(1.0, 0.75, 1.25), test_flip=True, test_prohibit=False, crf='deeplab', crf_workers=4, seed=0,
              train_split='train_aug', holdout_split=None, holdout_frac=0.1, eval_split='val'))
@@ -65,6 +65,8 @@ def _check_pipeline(c:dict)->list:
     for k in ('cam_threshold', 'bg_threshold'):
         if not (is_number(c[k]) and 0 < c[k] < 1): bad.append(f"{k}={c[k]} must lie in (0, 1)")
     if not (is_number(c['psl_warmup']) and c['psl_warmup'] >= 0): bad.append(f"psl_warmup={c['psl_warmup']} must be a number of epochs ≥ 0")
+    if not (is_number(c['psl_rho']) and 0 <= c['psl_rho'] <= 1):
+        bad.append(f"psl_rho={c['psl_rho']!r} must lie in [0, 1] (0: AE-PSL's network is always kept)")
     if c['psl_init'] not in PSL_INITS: bad.append(f"psl_init={c['psl_init']!r}: 'seg_weights' (the paper's start) or 'seg_ssl' (the trained AE-SSL network)")
     for k in ('seg_patience', 'seg_lr_patience'):
         if c[k] is not None and not is_int(c[k], 1): bad.append(f"{k}={c[k]!r} must be an integer ≥ 1 (epochs) or None")

@@ -23,7 +23,7 @@ from .crf import crf_probs, crf_batch, crf_params
 __all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset',
            'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs',
            'scores_and_masks', 'seg_eval', 'FolderMasks', 'seg_scores', 'predict_stage', 'evaluate_folder',
-           'branch_scores', 'branch_map', 'weak_branch', 'seg_stage', 'evaluate_predictions', 'format_eval',
+           'branch_scores', 'branch_map', 'weak_branch', 'seg_stage', 'psl_kept', 'evaluate_predictions', 'format_eval',
            'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
@@ -446,11 +446,28 @@ def seg_stage(stage:Stage, # the network's stage (config chosen by the caller): 
         write_json(stage.folder / 'history.json', hist)
         best = hist[-1].get('restored_best_epoch', hist[-1]['epoch'])
         cap = len(hist) >= (kwargs.get('epochs') or len(hist))
+        kept = next(r for r in hist if r['epoch'] == best)   # the epoch whose weights model.pt holds
         rec = stage.finish(epochs=len(hist), best_epoch=best, stopped_by='cap' if cap or kwargs.get('patience') is None else 'patience',
                            train_loss=hist[-1]['train_loss'], train_time=round(time.time() - t0, 2),
-                           **({} if bm is None else dict(branch_mAP=round(float(bm), 4))))
+                           **({} if bm is None else dict(branch_mAP=round(float(bm), 4))),
+                           **({} if 'valid_mIoU' not in kept else dict(held_mIoU=round(100 * float(kept['valid_mIoU']), 2))))
     barrier()
     return rec or {}
+
+# %% ../nbs/08_psl.ipynb #cf54ad28
+def psl_kept(psl_rec:dict, # AE-PSL's stage record (`seg_stage`): `held_mIoU` when it watched held-out pseudo labels
+             ssl_rec:dict, # AE-SSL's stage record, the same
+             rho:float|None=0.9, # keep AE-PSL while its held_mIoU ≥ rho · AE-SSL's; None: always keep it
+            )->dict: # kept (bool), ratio (None when not checked), why (a sentence)
+    "Whether AE-PSL's network holds on the held-out images: its agreement with their pseudo labels against AE-SSL's."
+    a, b = psl_rec.get('held_mIoU'), ssl_rec.get('held_mIoU')
+    if rho is None: return dict(kept=True, ratio=None, why='not checked (psl_rho=None)')
+    if a is None or b is None: return dict(kept=True, ratio=None, why='not checked (a network watched no held-out pseudo labels)')
+    ratio = a / b if b > 0 else (1.0 if a >= b else 0.0)
+    kept = ratio >= rho
+    why = (f"AE-PSL's held-out agreement with the pseudo labels is {a:.2f} against AE-SSL's {b:.2f} "
+           f"({ratio:.2f} of it, {'≥' if kept else '<'} psl_rho={rho})")
+    return dict(kept=kept, ratio=round(ratio, 4), why=why)
 
 # %% ../nbs/08_psl.ipynb #fcf69ab2
 from fastcore.script import call_parse

@@ -101,6 +101,8 @@ def show_grid(images, # list of images / label maps / heat maps (or a B×C×H×W
               ncols:int=4, # images per row
               figsize:tuple=None, # default: 3 inches per image
               cmap:str=None, # colour map for 2-D float maps (matplotlib's default when None)
+              row_labels:list=None, # one label per row, written left of its first image
+              fontsize:float=9, # of titles and row labels
              )->'matplotlib.figure.Figure':
     "A matplotlib figure showing `images` in a grid, axes off."
     import matplotlib.pyplot as plt
@@ -110,12 +112,15 @@ def show_grid(images, # list of images / label maps / heat maps (or a B×C×H×W
         raise ValueError(f"got {len(titles)} titles for {len(images)} images")
     ncols = max(1, min(ncols, len(images)))
     nrows = -(-len(images) // ncols)
+    if row_labels is not None and len(row_labels) != nrows: raise ValueError(f"got {len(row_labels)} row labels for {nrows} rows")
     fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (3*ncols, 3*nrows), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')
         if i >= len(images): continue
         _show_one(ax, images[i], cmap)
-        if titles is not None: ax.set_title(str(titles[i]), fontsize=9)
+        if titles is not None and str(titles[i]): ax.set_title(str(titles[i]), fontsize=fontsize)
+        if row_labels is not None and i % ncols == 0:
+            ax.text(-0.05, 0.5, str(row_labels[i // ncols]), transform=ax.transAxes, rotation=90, ha='right', va='center', fontsize=fontsize)
     fig.tight_layout()
     return fig
 

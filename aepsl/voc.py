@@ -18,8 +18,8 @@ from .data import SyntheticWSSS, synth_variant, seg_transforms, check_sizes
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'IMAGE_FORMATS', 'check_label_map', 'write_voc', 'synthetic_voc', 'pil_to_rgb', 'labels_from_names',
            'labels_from_mask', 'read_split', 'read_class_names', 'voc_root', 'read_cls_labels', 'convert_cls_labels',
-           'VOCWSSS', 'carve_holdout', 'scan_dataset', 'check_class_coverage', 'check_wsss_data', 'data_fingerprint',
-           'main_synthetic']
+           'VOCWSSS', 'carve_holdout', 'Splits', 'scan_dataset', 'check_class_coverage', 'check_wsss_data',
+           'data_fingerprint', 'run_splits', 'main_synthetic']
 
 # %% ../nbs/10_voc.ipynb #3798c08e
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
@@ -416,6 +416,24 @@ def subset(self:VOCWSSS, ids, # ids of this split to keep (any order; kept in th
     new.__dict__.pop('_fingerprint', None)   # another set of images: another identity
     return new
 
+# %% ../nbs/10_voc.ipynb #70d68304
+class Splits:
+    "Several splits of one data set read as one: each id once, in order, every image read from its own split."
+    def __init__(self, *dss):
+        at = {}
+        for ds in dss:
+            for i, k in enumerate(ds.ids): at.setdefault(k, (ds, i))
+        self.ids, self._at, self.classes = list(at), list(at.values()), dss[0].classes
+        self.labels = [ds.labels[i] for ds, i in self._at]
+        self.has_masks = getattr(dss[0], 'has_masks', True)   # quality is scored on the first split only
+    def __len__(self): return len(self.ids)
+    def _read(self, what:str, j:int):
+        ds, i = self._at[j]
+        return getattr(ds, what)(i)
+    def image(self, j): return self._read('image', j)
+    def image_path(self, j): return self._read('image_path', j)
+    def mask(self, j): return self._read('mask', j)
+
 # %% ../nbs/10_voc.ipynb #21364265
 def _open_check(path, what='image'):
     "Open and decode `path` cheaply; `(format, mode, (w, h), EXIF orientation)`. A corrupt or truncated file is a `ValueError` naming it."
@@ -528,6 +546,44 @@ def data_fingerprint(ds, # per-image dataset: `ids`, `classes`, `labels`, and `i
         fp = dict(n=len(ds.ids), classes=list(ds.classes), ids_labels=h.hexdigest()[:16], **_content_hashes(ds))
         ds._fingerprint = fp   # kept: a run asks many times, and 10,000 images are read once
     return {**fp, 'classes': list(fp['classes'])}
+
+# %% ../nbs/10_voc.ipynb #6fcd321b
+def _open_split(data, key:str, split:str, **kw)->VOCWSSS:
+    "A split of the VOC folder; its errors name the setting that chose it."
+    try: return VOCWSSS(data, split, **kw)
+    except (FileNotFoundError, ValueError, KeyError) as e: raise type(e)(f"{key}={split!r}: {e.args[0] if e.args else e}") from None
+
+def run_splits(data, # VOC-layout folder (JPEGImages, ImageSets/Segmentation, SegmentationClass, class_names.txt)
+               train_split:str='train', # the images mined and trained on
+               holdout_split:str|None=None, # images that stop the trainings; None: `holdout_frac` of the training split
+               eval_split:str='val', # the split scored at the end
+               holdout_frac:float=0.1, # without `holdout_split`: the fraction held out (`carve_holdout`)
+               seed:int=0, # which images are held out
+               allow_pickle:bool=False, # read a pickled cls_labels.npy (only files you trust)
+              )->tuple: # (training, held-out, evaluation) data sets; the last is the held-out one when they are the same split
+    "The three splits of a run, every image and mask checked, before any long work; errors name the setting."
+    try: root = voc_root(data)
+    except (FileNotFoundError, ValueError) as e: raise type(e)(f"data={str(data)!r}: {e}") from None
+    if not (root / 'JPEGImages').is_dir(): raise FileNotFoundError(f"data={str(data)!r}: no JPEGImages folder in {root} (a VOC-layout folder)")
+    kw = dict(allow_pickle=True) if allow_pickle else {}
+    trn = _open_split(data, 'train_split', train_split, **kw)
+    if holdout_split is None:   # held out from the training split: the scored split chooses nothing
+        held = set(carve_holdout(trn.ids, holdout_frac, seed))
+        hold = trn.subset(held, f"{train_split}[holdout]")
+        trn = trn.subset([i for i in trn.ids if i not in held], train_split)
+    else: hold = _open_split(data, 'holdout_split', holdout_split, **kw)
+    ev = hold if eval_split == holdout_split else _open_split(data, 'eval_split', eval_split, **kw)
+    for ds in (hold, ev):
+        if tuple(ds.classes) != tuple(trn.classes): raise ValueError(f"split {ds.split!r} has other classes than {trn.split!r}")
+    if shared := sorted(set(trn.ids) & set(hold.ids)):
+        raise ValueError(f"holdout_split={holdout_split!r} shares {len(shared)} images with train_split={train_split!r} "
+                         f"(e.g. {', '.join(shared[:3])}): the stopping rule needs images the classifiers never saw")
+    for ds, name in ((trn, 'training'), (hold, 'held-out'), (ev, 'evaluation')):
+        if name == 'evaluation' and ds is hold: continue
+        scan_dataset(ds, f'{name} ({ds.split!r})')   # every image and mask decodes, sizes agree: now, not at stage 9
+        check_wsss_data(ds, f'{name} ({ds.split!r})')
+        if ds is not trn: check_class_coverage(trn, ds, f'{name} ({ds.split!r})')   # warns
+    return trn, hold, ev
 
 # %% ../nbs/10_voc.ipynb #65ae7925
 def _parse_sizes(s:str):

@@ -3,8 +3,8 @@ the harder variant (`aepsl_data --variant hard`), side by side.
 
 Usage: python bench/carry.py [--work DIR] [--n_train 1000 --n_val 200]
 
-Writes both sets in VOC layout under --work (the built-in one at the demo's size, `aepsl.pipeline.DEMO`), runs
-`aepsl.pipeline.aepsl_run(data=..., out=..., config='cpu')` on each, and prints, and writes to bench/results/carry.md and
+Writes both sets in VOC layout under --work (the built-in one at the demo's size, `aepsl.cli.DEMO`), runs
+`aepsl.cli.aepsl_run(data=..., out=..., config='cpu')` on each, and prints, and writes to bench/results/carry.md and
 carry.json: the two ladders (mIoU of every rung, and the same segmentation network trained on the ground-truth masks as
 the reference), how each erasing classifier and each segmentation network stopped
 (patience or the epoch cap, from the run folder), and the machine. Rerunning reuses finished sets and runs
@@ -28,7 +28,8 @@ def write_set(root:Path, variant, n_train:int, n_val:int)->Path:
     from aepsl.voc import synthetic_voc
     from aepsl.data import synth_variant
     want = dict(variant=variant, n_train=n_train, n_val=n_val, size=96, seed=0,
-                params={k: list(v) if isinstance(v, (tuple, list)) else v for k, v in synth_variant(variant).items()})
+                params=synth_variant(variant))
+    want = json.loads(json.dumps(want))   # as the marker reads back: tuples are lists there
     marker = root / 'carry_data.json'
     if marker.is_file():
         if (old := json.loads(marker.read_text())) == want: return root
@@ -79,7 +80,7 @@ def stops(run:Path)->list:
 
 def ladder(run:Path)->list:
     m = _read(run / 'metrics.json') or {}
-    return [dict(rung=r['rung'], mIoU=r['mIoU']) for r in m.get('ladder', [])]
+    return [dict(rung=r['rung'], mIoU=r['mIoU'], **({'network': r['network']} if 'network' in r else {})) for r in m.get('ladder', [])]
 
 def reference(data:Path, run:Path, ov:dict)->list:
     """The same segmentation network, trained the same way on the training split's ground-truth masks (stopped on the
@@ -119,6 +120,9 @@ def table(res:dict)->str:
     for g in rungs:
         v = [next((f"{r['mIoU']:.2f}" for r in res[n]['ladder'] if r['rung'] == g), '–') for n in names]
         lines.append(f'| {g} | ' + ' | '.join(v) + ' |')
+    used = [next((r.get('network', '–') for r in res[n]['ladder'] if r['rung'] == 'AE-PSL'), '–') for n in names]
+    lines.append("| network of the AE-PSL rungs (`psl_rho`: seg_ssl where AE-PSL did not hold on the held-out images) | "
+                 + ' | '.join(f'`{u}`' for u in used) + ' |')
     lines += ['', '| set | network | epochs | cap | stopped by | best epoch (monitor there) |', '|---|---|---|---|---|---|']
     for n in names:
         for s in res[n]['stops']:
@@ -131,6 +135,9 @@ def table(res:dict)->str:
     for n in names:
         v = res[n]['verdict']
         lines.append(f"| {n} | {'yes' if v['all_by_patience'] else 'no'} | {'yes' if v['climbs'] else 'no'} | {v['pct_of_reference']} |")
+    for n in names:   # what each run told its user (metrics.json's flags)
+        lines += ['', f"Warnings of the {n} run:" if res[n].get('flags') else f"The {n} run gave no warning."]
+        lines += [''] * bool(res[n].get('flags')) + [f'- {f}' for f in res[n].get('flags', [])]
     return '\n'.join(lines)
 
 def _value(v:str):
@@ -138,7 +145,7 @@ def _value(v:str):
     except ValueError: return v
 
 def main(argv=None):
-    from aepsl.pipeline import DEMO
+    from aepsl.cli import DEMO
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split('\n\n', 1)[1])
     ap.add_argument('--work', default='runs/carry', help='folder of the two data sets and the two run folders (default: runs/carry)')
@@ -164,7 +171,7 @@ def main(argv=None):
     if bad := [s for s in sets if s not in SETS]: ap.error(f'--sets: unknown {bad}; known: {", ".join(SETS)}')
     work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
     results = Path(a.results) if not (ov or a.smoke) else work / 'carry_not_defaults'
-    from aepsl.pipeline import aepsl_run
+    from aepsl.cli import aepsl_run
     m, res = machine(), {}
     print(f"{m['platform']}, {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads)", flush=True)
     for s in sets:
@@ -179,7 +186,8 @@ def main(argv=None):
         lad = ladder(out) + reference(data, out, ov)
         st = (_read(out / 'metrics.json') or {}).get('stages', {})   # every stage's seconds, whichever call ran it
         res[s] = dict(n_train=nt, n_val=nv, data=str(data), run=str(out), seconds=round(time.time() - t, 1),
-                      run_seconds=round(sum(v['seconds'] for v in st.values()), 1), ladder=lad, stops=stops(out))
+                      run_seconds=round(sum(v['seconds'] for v in st.values()), 1), ladder=lad, stops=stops(out),
+                      flags=(_read(out / 'metrics.json') or {}).get('flags', []))
         res[s]['verdict'] = verdict(lad, res[s]['stops'])
     text = '\n'.join([f"`python bench/carry.py{' ' + ' '.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ''}`"
                       + (f" — NOT the defaults: {ov}" if ov else ''), '',

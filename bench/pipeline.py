@@ -12,7 +12,7 @@ def machine():
 
 def run(out, n_train, n_val, epochs, seg_epochs):
     f = Path(out).parent / 'demo_cli.py'
-    f.write_text('from aepsl.pipeline import aepsl_demo\naepsl_demo()\n')
+    f.write_text('from aepsl.cli import aepsl_demo\naepsl_demo()\n')
     t = time.time()
     r = subprocess.run([sys.executable, f, '--out', out, '--n_train', str(n_train), '--n_val', str(n_val),
                         '--epochs', str(epochs), '--seg_epochs', str(seg_epochs), '--quiet'], capture_output=True, text=True)

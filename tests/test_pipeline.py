@@ -12,13 +12,13 @@ ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
 TINY = ['--epochs', '2', '--max_steps', '2', '--seg_epochs', '3', '--quiet']
 
 def script(name, folder=None):
-    "A file that runs the console script `name` (aepsl_eval: aepsl.psl's; the others aepsl.pipeline's) like its installed entry point."
+    "A file that runs the console script `name` (aepsl_eval: aepsl.psl's; the others aepsl.cli's) like its installed entry point."
     f = Path(folder or os.environ.get('TMPDIR', '/tmp')) / f'aepsl_test_{name}_{os.getpid()}.py'
-    f.write_text(f"from aepsl.{'psl' if name == 'aepsl_eval' else 'pipeline'} import {name}\n{name}()\n")
+    f.write_text(f"from aepsl.{'psl' if name == 'aepsl_eval' else 'cli'} import {name}\n{name}()\n")
     return f
 
 def cli(name, *args, timeout=600, **kw):
-    "Run a console script of aepsl.pipeline (installed or not) in a fresh process."
+    "Run a console script of aepsl (installed or not) in a fresh process."
     return subprocess.run([sys.executable, script(name), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, **{'env': ENV, **kw})
 
@@ -176,7 +176,7 @@ TINY_KW = dict(epochs=2, max_steps=2, seg_epochs=3)
 
 def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
     "Each stage folder of `aepsl_run` is what its module's stage function writes on the same input; metrics.json is complete."
-    from aepsl.pipeline import Splits
+    from aepsl.voc import Splits
     from aepsl.saliency import saliency_stage, read_saliency_png
     from aepsl.pseudo import pseudo_stage
     from aepsl.psl import predict_stage, evaluate_folder
@@ -194,7 +194,8 @@ def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
     m = read_json(out / 'metrics.json')
     assert m['train_quality']['pseudo'] == ps.record['quality']
     mean, std = p.ae.stats()
-    for name, net, crf in (('pred_ssl', 'seg_ssl', None), ('pred', 'seg', None), ('pred_crf', 'seg', c['crf'])):
+    psl = p.psl_network()['net']   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
+    for name, net, crf in (('pred_ssl', 'seg_ssl', None), ('pred', psl, None), ('pred_crf', psl, c['crf'])):
         st = predict_stage(p.load_segnet(net), ev, Stage(tmp_path / name, {}), c['test_scales'], c['test_flip'], crf=crf,
                            crf_workers=0, mean=mean, std=std, progress=False)
         assert same(out / name, st.folder, ev.ids, load_label_png), name
@@ -288,3 +289,27 @@ def test_psl_starts_from_the_trained_ssl_network(voc, run_a, tmp_path, monkeypat
     assert set(seen['sd']) == set(want) and all(torch.equal(seen['sd'][k], want[k]) for k in want)
     with pytest.raises(ValueError, match="psl_init='ssl'"): Pipeline(voc, tmp_path / 'bad', 'cpu', progress=False, psl_init='ssl', **TINY_KW)
     assert not (tmp_path / 'bad').exists()
+
+def test_psl_not_kept_uses_the_ssl_network(voc, run_a, tmp_path):
+    "AE-PSL whose held-out agreement falls below psl_rho of AE-SSL's: its rungs are predicted with AE-SSL's network, recorded and flagged."
+    import shutil
+    from aepsl.runs import write_json
+    out = run_a[0]
+    ssl, seg = read_json(out / 'seg_ssl' / 'done.json'), read_json(out / 'seg' / 'done.json')
+    assert ssl['held_mIoU'] >= 0 and seg['held_mIoU'] >= 0   # both watched the held-out pseudo labels
+    kept = seg['held_mIoU'] >= 0.9 * ssl['held_mIoU']
+    assert read_json(out / 'pred' / 'done.json')['config']['network'] == ('seg' if kept else 'seg_ssl')
+    run = tmp_path / 'run'
+    shutil.copytree(out, run)
+    for n in ('pred', 'pred_crf', 'figures'): shutil.rmtree(run / n)
+    write_json(run / 'seg' / 'done.json', dict(seg, held_mIoU=0.5 * ssl['held_mIoU']))   # as if PSL had unlearned the pseudo labels
+    m = Pipeline(voc, run, 'cpu', progress=False, **TINY_KW)()
+    assert read_json(run / 'pred' / 'done.json')['config']['network'] == 'seg_ssl'
+    for f in sorted((run / 'pred_ssl').glob('*.png')):   # the same network and test settings: the same masks
+        assert np.array_equal(np.array(Image.open(f)), np.array(Image.open(run / 'pred' / f.name))), f.name
+    rows = {r['rung']: r for r in m['ladder']}
+    assert rows['AE-PSL']['mIoU'] == rows['AE-SSL']['mIoU'] and rows['AE-PSL']['network'] == 'seg_ssl'
+    assert any("AE-PSL's network was not kept" in f and '0.50 of it' in f for f in m['flags']), m['flags']
+    write_json(run / 'seg' / 'done.json', seg)   # the marker as trained: the run refuses the masks AE-SSL's network made
+    if kept:
+        with pytest.raises(StageConfigError, match='network'): Pipeline(voc, run, 'cpu', progress=False, **TINY_KW)()

@@ -10,7 +10,8 @@ import numpy as np, pytest, torch
 from PIL import Image
 import aepsl.train
 from aepsl.voc import synthetic_voc, VOCWSSS
-from aepsl.pipeline import Pipeline, aepsl_run, evaluate_predictions
+from aepsl.pipeline import Pipeline, evaluate_predictions
+from aepsl.cli import aepsl_run
 from aepsl.runs import read_json
 from aepsl.viz import save_label_png
 

@@ -9,7 +9,8 @@ import aepsl.pipeline as pl
 from aepsl.voc import synthetic_voc, VOCWSSS
 from aepsl.runs import StageConfigError, read_json
 from aepsl.viz import save_label_png
-from aepsl.pipeline import Pipeline, aepsl_run, pipeline_config, make_segnet
+from aepsl.pipeline import Pipeline, pipeline_config, make_segnet
+from aepsl.cli import aepsl_run
 from aepsl.psl import aepsl_eval
 
 nan = float('nan')
