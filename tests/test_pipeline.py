@@ -310,6 +310,5 @@ def test_psl_not_kept_uses_the_ssl_network(voc, run_a, tmp_path):
     rows = {r['rung']: r for r in m['ladder']}
     assert rows['AE-PSL']['mIoU'] == rows['AE-SSL']['mIoU'] and rows['AE-PSL']['network'] == 'seg_ssl'
     assert any("AE-PSL's network was not kept" in f and '0.50 of it' in f for f in m['flags']), m['flags']
-    write_json(run / 'seg' / 'done.json', seg)   # the marker as trained: the run refuses the masks AE-SSL's network made
-    if kept:
-        with pytest.raises(StageConfigError, match='network'): Pipeline(voc, run, 'cpu', progress=False, **TINY_KW)()
+    write_json(run / 'seg' / 'done.json', dict(seg, held_mIoU=ssl['held_mIoU']))   # now AE-PSL holds: the masks AE-SSL's network made are refused
+    with pytest.raises(StageConfigError, match='network'): Pipeline(voc, run, 'cpu', progress=False, **TINY_KW)()
