@@ -67,8 +67,8 @@ def regions_to_label_map(mined_step, # uint8 C×H×W (or N×C×H×W): step at wh
 def region_quality(metric:SegMetric):
     "mIoU (background included) and mean foreground precision and recall of a `SegMetric`, in %."
     p, r = np.asarray(metric.precision)[1:], np.asarray(metric.recall)[1:]
-    return dict(mIoU=round(100 * float(metric.miou), 1), precision=round(100 * float(np.nanmean(p)), 1),
-                recall=round(100 * float(np.nanmean(r)), 1))
+    return dict(mIoU=round(100 * float(metric.miou), 2), precision=round(100 * float(np.nanmean(p)), 2),
+                recall=round(100 * float(np.nanmean(r)), 2))
 
 # %% ../nbs/04_erasing.ipynb #c8722997
 def save_regions(path, # the image's `.npz` in a step folder
@@ -371,7 +371,7 @@ def cam(self:AdversarialErasing, model, x, y)->torch.Tensor:
     "The localisation maps the miner thresholds at δ: B×C×H×W in [0, 1]."
     from aepsl.cam import multiscale_cam
     return multiscale_cam(model, x, y, scales=self.cfg['cam_scales'], flip=self.cfg['cam_flip'])
-AdversarialErasing.method = 'ae'
+AdversarialErasing.method, AdversarialErasing.title = 'ae', 'AE'   # its registry name, its name on the ladder
 
 # %% ../nbs/04_erasing.ipynb #812c96b6
 def _fixed_size(ds):
@@ -544,14 +544,16 @@ def label_map(self:AdversarialErasing, i:int, # training image index
     return regions_to_label_map(self.mined_steps(i, steps=range(1, (max_step or self.n_used) + 1)), conflict=conflict)
 
 @patch
-def evaluate(self:AdversarialErasing, steps:int=None)->list:
-    "Quality of the regions mined up to each step against the training masks, streamed image by image."
+def evaluate(self:AdversarialErasing, steps:int=None, # the first steps to score; default: all that ran
+             split:str='train')->list: # 'train', 'holdout' or a set given to `mine_split` (its masks are read)
+    "Quality of the regions mined up to each step against a mined set's masks, streamed image by image."
     n = steps or len(self.steps)
+    ds = dict(train=self.train_ds, holdout=self.holdout_ds, **self._splits).get(split, self.train_ds)   # `mined_steps` names a bad split
     ms = [SegMetric(self.n_classes + 1) for _ in range(n)]
     added = np.zeros((n, 2))                                # newly mined pixels: [on their class, all]
-    for i in range(len(self.train_ds.ids)):
-        gt = self.train_ds.mask(i)
-        s = self.mined_steps(i, steps=range(1, n + 1))
+    for i in range(len(ds.ids)):
+        gt = ds.mask(i)
+        s = self.mined_steps(i, split, steps=range(1, n + 1))
         for t in range(1, n + 1):
             ms[t - 1].update(torch.from_numpy(regions_to_label_map(s, t)).long(), torch.from_numpy(gt).long())
             new = s == t
@@ -640,6 +642,46 @@ def mine_split(self:AdversarialErasing, ds, # per-image data set with the traini
     self._splits[name] = ds                                # `mined_steps(i, name)` reads it now
     return recs
 
+# %% ../nbs/04_erasing.ipynb #e558f600
+@patch
+def objects(self:AdversarialErasing, image_id:str, # a training or held-out image, or one of a set given to `mine_split`
+            conflict:int|None=255, # value of pixels mined for several classes (255: in doubt)
+            max_step:int=None)->np.ndarray: # only steps ≤ max_step (e.g. 1: the first classifier's regions alone); default: the used steps
+    "The mined label map of an image by its id, in whichever set it was mined (uint8 H×W, 0 = not mined)."
+    sets = dict(train=self.train_ds, holdout=self.holdout_ds, **self._splits)
+    if not hasattr(self, '_at'): self._at = {}
+    for name, ds in sets.items():
+        if (pos := self._at.get(name)) is None or pos[0] is not ds: self._at[name] = pos = (ds, {k: i for i, k in enumerate(ds.ids)})
+        if image_id in pos[1]:
+            return regions_to_label_map(self.mined_steps(pos[1][image_id], name, range(1, (max_step or self.n_used) + 1)), conflict=conflict)
+    raise KeyError(f"image {image_id!r} is in no set this miner mined ({', '.join(sets)}); mine its set with `mine_split` first")
+
+@patch
+def cams_of(self:AdversarialErasing, ds, # per-image data set: `image(j)`, `labels`
+            t:int=1)->callable: # the classifier $M_t$
+    "`f(j)`: $M_t$'s CAMs (C×H×W numpy in [0, 1], the image's classes) of image j of `ds`, at its size, as the miner computes them."
+    from aepsl.psl import normalize_image
+    model, (mean, std) = self.load_model(t).to(pick_device(self.device)), self.stats()
+    return lambda j: self.cam(model, normalize_image(ds.image(j), mean, std)[None], torch.as_tensor(ds.labels[j])[None])[0].cpu().numpy()
+
+@patch
+def flags(self:AdversarialErasing, step_mIoU:list=None, # mIoU (%) of the regions mined up to each used step, on masks no classifier saw
+         )->list: # messages
+    "What the miner must tell its user: a step that scores below the one before (over-erasing kept), step 1 kept alone, a classifier stopped by its cap while improving."
+    out, name, m = [], f'{self.title} step', step_mIoU or []
+    for t in range(1, len(m)):
+        if m[t] < m[t - 1]: out.append(f"{name} {t + 1} ({m[t]:.2f}) is below {name} {t} ({m[t - 1]:.2f}): that step mined background "
+                                       f"(over-erasing) and the stopping rule kept it; try a lower --max_steps or a higher --rho")
+    if self.cfg['max_steps'] > 1 and self.n_used == 1 and len(self.steps) > 1:
+        out.append(f"erasing kept step 1 alone: step 2's held-out mAP was {self.steps[1]['mAP_ratio']:.2f} of step 1's (< rho={self.cfg['rho']}) "
+                   f"on {len(self.holdout_ds.ids)} held-out images, so the pseudo labels hold only the most discriminative parts; "
+                   f"on few held-out images that ratio is noisy: try a larger --holdout_frac or a lower --rho")
+    cap = self.cfg['epochs']
+    for s in self.steps:
+        if s.get('epochs_trained', 0) >= cap and s.get('best_epoch') == s['epochs_trained'] - 1:
+            out.append(f"the step-{s['step']} classifier stopped at the epoch cap ({cap}) while its held-out mAP was still rising: raise --epochs")
+    return out
+
 # %% ../nbs/04_erasing.ipynb #ee7d973c
 class HideAndSeek(Dataset):
     "Wrap a dataset of normalised `(image, labels, ...)`: hide random grid patches of each image (fill 0 = mean pixel)."
@@ -716,14 +758,14 @@ def fit_acol(model:ACoL, # an `ACoL` network
 # %% ../nbs/04_erasing.ipynb #4c7e7b73
 class HideAndSeekMiner(AdversarialErasing):
     "Hide-and-Seek as a miner: one classifier trained on images with random patches hidden; its CAM regions above δ."
-    method = 'has'
+    method, title = 'has', 'Hide-and-Seek'
     def __init__(self, *args, **settings): super().__init__(*args, **dict(settings, max_steps=1))
     def train_data(self, ds, t): return HideAndSeek(ds, seed=None)   # drawn per sample: any worker count, exact resume
 
 # %% ../nbs/04_erasing.ipynb #d4f56643
 class ACoLMiner(AdversarialErasing):
     "ACoL as a miner: one two-head network erasing on its features; the maximum of both heads' maps above δ."
-    method = 'acol'
+    method, title = 'acol', 'ACoL'
     def __init__(self, *args, **settings):
         super().__init__(*args, **dict(settings, max_steps=1))
         base = self.make_model

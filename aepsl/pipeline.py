@@ -12,13 +12,13 @@ from tqdm.auto import tqdm
 from .runs import RunFolder, Stage, RUNTIME_KEYS, read_json, read_marker, atomic_write, is_main, measure
 from .train import init_distributed, barrier, load_checkpoint, set_seed, pick_device
 from .voc import Splits, run_splits, data_fingerprint
-from .erasing import MINERS, regions_to_label_map, PRESETS as AE_PRESETS
+from .erasing import MINERS, PRESETS as AE_PRESETS
 from .config import pipeline_config, is_int
 from .psl import make_segnet, evaluate_predictions
 from .viz import save_label_png, load_label_png
 
 # %% auto #0
-__all__ = ['STAGES', 'MINER_NAMES', 'Pipeline', 'results_table']
+__all__ = ['STAGES', 'Pipeline', 'results_table']
 
 # %% ../nbs/09_pipeline.ipynb #26ad982f
 STAGES = ('erasing', 'cam', 'saliency', 'pseudo', 'seg_ssl', 'seg', 'pred_ssl', 'pred', 'pred_crf', 'evaluate')
@@ -62,7 +62,7 @@ from .cam import cams_to_label_map
 from .crf import crf_params
 from .saliency import saliency_stage
 from .pseudo import pseudo_stage
-from .psl import SegDataset, PSLLoss, FolderMasks, seg_stage, seg_train_tfms, normalize_image, predict_stage, weak_branch, psl_kept
+from .psl import SegDataset, PSLLoss, FolderMasks, seg_stage, seg_train_tfms, predict_stage, psl_kept, seg_flags
 
 # %% ../nbs/09_pipeline.ipynb #abaac165
 @patch
@@ -90,7 +90,7 @@ def ae_hash(self:Pipeline)->str:
     return f"{n}:{Stage(self.out / 'mined' / f'step{n}', self.ae.step_config(n)).hash}"
 
 @patch
-def _hash(self:Pipeline, name:str)->str:
+def stage_hash(self:Pipeline, name:str)->str:
     "The config hash in a finished stage's done marker (checked: a damaged marker is named)."
     return read_marker(self.out / name / 'done.json')['hash']
 
@@ -102,14 +102,9 @@ def cam(self:Pipeline)->dict:
     st = self.run.stage('cam', dict(classifier=Stage(self.out / 'mined' / 'step1', self.ae.step_config(1)).hash,
                                     threshold=c['cam_threshold'], scales=e['cam_scales'], flip=e['cam_flip']))
     if st.done: return dict(st.record, skipped=True)
-    cams, pos = self.cams(self.ev), {k: i for i, k in enumerate(self.ev.ids)}
+    cams, pos = self.ae.cams_of(self.ev), {k: i for i, k in enumerate(self.ev.ids)}
     return st.map(self.ev.ids, lambda k, path: save_label_png(cams_to_label_map(cams(pos[k]), c['cam_threshold']), path), 'CAM', self.progress)
 
-@patch
-def cams(self:Pipeline, ds):
-    "`cams(j)`: the step-1 classifier's CAMs (C×H×W, numpy) of image j of `ds`, at its size."
-    model, (mean, std) = self.ae.load_model(1).to(self.device), self.ae.stats()
-    return lambda j: self.ae.cam(model, normalize_image(ds.image(j), mean, std)[None], torch.as_tensor(ds.labels[j])[None])[0].cpu().numpy()
 
 # %% ../nbs/09_pipeline.ipynb #3109bb41
 @patch
@@ -125,34 +120,15 @@ def saliency(self:Pipeline)->dict:
 
 # %% ../nbs/09_pipeline.ipynb #46e205cc
 @patch
-def objects(self:Pipeline, image_id)->np.ndarray:
-    "The miner's label map of an image, 255 where several classes claimed a pixel (training: `pseudo_objects/`; held-out, evaluation: rebuilt from its regions)."
-    for ds, name in ((self.hold, 'holdout'), (self.ev, 'eval')):
-        if image_id in (pos := self._pos(ds)): return regions_to_label_map(self.ae.mined_steps(pos[image_id], self._regions(ds)), conflict=255)
-    return load_label_png(self.out / 'pseudo_objects' / f'{image_id}.png')
-
-@patch
-def _pos(self:Pipeline, ds)->dict:
-    "id -> index in `ds` (kept: asked once per image)."
-    if not hasattr(self, '_pos_cache'): self._pos_cache = {}
-    if id(ds) not in self._pos_cache: self._pos_cache[id(ds)] = {k: i for i, k in enumerate(ds.ids)}
-    return self._pos_cache[id(ds)]
-
-@patch
-def _regions(self:Pipeline, ds)->str:
-    "The name of the mined regions of `ds`: 'holdout', or 'eval' for an evaluation split that is not the held-out one."
-    return 'holdout' if ds is self.hold else 'eval'
-
-@patch
 def pseudo(self:Pipeline)->dict:
     "Stage 4: `aepsl.pseudo.pseudo_stage` (rule `pseudo_rule`) on the training, held-out and evaluation images; quality on the training split."
     c = self.cfg
     ds = Splits(self.trn, self.hold, self.ev)   # training: to learn from; held-out: to stop; evaluation: the ladder's rung
     done = (self.out / 'pseudo' / 'done.json').is_file()
-    kw = dict(objects=lambda j: self.objects(ds.ids[j]), bg_threshold=c['bg_threshold']) if c['pseudo_rule'] == 'ae' else \
-         dict(cams=self.cams(ds))   # Oh et al.: the step-1 classifier's CAMs as seeds
+    kw = dict(objects=lambda j: self.ae.objects(ds.ids[j]), bg_threshold=c['bg_threshold']) if c['pseudo_rule'] == 'ae' else \
+         dict(cams=self.ae.cams_of(ds))   # Oh et al.: the step-1 classifier's CAMs as seeds
     st = pseudo_stage(ds, self.out / 'pseudo', self.out / 'saliency', rule=c['pseudo_rule'], progress=self.progress,
-                      score=self.trn.ids, config=dict(erasing=self.ae_hash, conflict=255, saliency=self._hash('saliency')), **kw)
+                      score=self.trn.ids, config=dict(erasing=self.ae_hash, conflict=255, saliency=self.stage_hash('saliency')), **kw)
     return dict(st.record, skipped=done)
 
 # %% ../nbs/09_pipeline.ipynb #ed3aa4bd
@@ -170,9 +146,9 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
     st = self.run.stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
                                    lr=c['seg_lr'], psl=psl, seed=c['seed'], **stop,
-                                   **(dict(labels='ground truth') if gt else dict(pseudo=self._hash('pseudo'))),
+                                   **(dict(labels='ground truth') if gt else dict(pseudo=self.stage_hash('pseudo'))),
                                    **(dict(psl_weight=c['psl_weight'], warmup=c['psl_warmup'], prohibit_by='labels') if psl else {}),
-                                   **(dict(init=self._hash(init)) if init else {})))   # the online term's settings: AE-PSL's alone
+                                   **(dict(init=self.stage_hash(init)) if init else {})))   # the online term's settings: AE-PSL's alone
     if st.done: return dict(st.record, skipped=True)
     set_seed(c['seed'])
     model = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights'])
@@ -203,15 +179,16 @@ def psl_network(self:Pipeline)->dict:
 @patch
 def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred_crf'
             net:str, # trained network: 'seg_ssl' or 'seg' (`psl_network` chooses AE-PSL's)
-            crf:bool=False)->dict: # refine with DenseCRF (`aepsl.crf`, preset `crf`)
+            crf:bool=False, # refine with DenseCRF (`aepsl.crf`, preset `crf`)
+            prohibit:bool=None)->dict: # weight the scores by the network's branch, [1, v] ⊗ f; None: the config's `test_prohibit`
     "Stages 7–9: `aepsl.psl.predict_stage` on the evaluation split (test-time scales/flips, prohibition, DenseCRF)."
-    c = self.cfg
-    st = self.run.stage(name, dict(net=self._hash(net), network=net, scales=c['test_scales'], flip=c['test_flip'], prohibit=c['test_prohibit'],
+    c, pro = self.cfg, self.cfg['test_prohibit'] if prohibit is None else prohibit
+    st = self.run.stage(name, dict(net=self.stage_hash(net), network=net, scales=c['test_scales'], flip=c['test_flip'], prohibit=pro,
                                    crf=crf_params(c['crf']) if crf else None, data=data_fingerprint(self.ev)))   # the widths, not only the name
     if st.done: return dict(st.record, skipped=True)
     mean, std = self.ae.stats()
     predict_stage(self.load_segnet(net), self.ev, st, c['test_scales'], c['test_flip'], crf=c['crf'] if crf else None,
-                  crf_workers=c['crf_workers'], mean=mean, std=std, progress=self.progress, prohibit_classes=c['test_prohibit'])
+                  crf_workers=c['crf_workers'], mean=mean, std=std, progress=self.progress, test_prohibit=pro)
     return st.record
 
 # %% ../nbs/09_pipeline.ipynb #33b10a65
@@ -219,7 +196,6 @@ from .metrics import SegMetric
 from .pseudo import PseudoQuality
 
 def _pct(m)->float: return round(100 * float(m), 2)
-MINER_NAMES = dict(ae='AE', has='Hide-and-Seek', acol='ACoL')   # the ladder's rung names
 
 @patch
 def ladder(self:Pipeline)->list:
@@ -227,16 +203,15 @@ def ladder(self:Pipeline)->list:
     ev, n, names = self.ev, self.ae.n_used, ['background', *self.ev.classes]
     rows = [dict(rung='CAM', what=f"step-1 classifier's CAM, background below {self.cfg['cam_threshold']}",
                  mIoU=evaluate_predictions(self.out / 'cam', ev)['mIoU'])]
-    ms, pq = [SegMetric(len(names), names) for _ in range(n)], PseudoQuality(len(ev.classes), ev.classes)
+    rows += [dict(rung=f'{self.ae.title} step {q["step"]}', what=f'regions mined up to step {q["step"]} (the rest background)', mIoU=q['mIoU'])
+             for q in self.ae.evaluate(n, 'holdout' if ev is self.hold else 'eval')]   # the miner's regions of the evaluation images
+    pq = PseudoQuality(len(ev.classes), ev.classes)
     on_pseudo = {f: SegMetric(len(names), names) for f in ('pred_ssl', 'pred')}   # the networks where the pseudo labels have a label
-    for i, k in enumerate(ev.ids):   # every step's regions, and the pseudo labels, of the evaluation images
-        g, s, pl = ev.mask(i), self.ae.mined_steps(i, self._regions(ev)), load_label_png(self.out / 'pseudo' / f'{k}.png')
-        for t in range(1, n + 1): ms[t - 1].update(torch.from_numpy(regions_to_label_map(s, t)).long(), torch.from_numpy(g).long())
+    for i, k in enumerate(ev.ids):
+        g, pl = ev.mask(i), load_label_png(self.out / 'pseudo' / f'{k}.png')
         pq.update(pl, g)
         for f, m in on_pseudo.items():
             m.update(torch.from_numpy(load_label_png(self.out / f / f'{k}.png')).long(), torch.from_numpy(np.where(pl == 255, 255, g)).long())
-    rows += [dict(rung=f'{MINER_NAMES[self.cfg["miner"]]} step {t}', what=f'regions mined up to step {t} (the rest background)', mIoU=_pct(m.miou))
-             for t, m in enumerate(ms, 1)]
     q = pq.summary()
     rows.append(dict(rung='pseudo labels', mIoU=q['miou'],
                      what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
@@ -252,37 +227,12 @@ def ladder(self:Pipeline)->list:
 # %% ../nbs/09_pipeline.ipynb #8956d52d
 @patch
 def flags(self:Pipeline, rows:list)->list:
-    "What the run must tell its user: a rung below the one before it, a classifier stopped by its epoch cap while still improving, AE-PSL not kept."
-    out, r = [], {x['rung']: x['mIoU'] for x in rows}
-    steps = [x['rung'] for x in rows if ' step ' in x['rung']]
-    for a, b in zip(steps, steps[1:]):
-        if r[b] < r[a]: out.append(f"{b} ({r[b]:.2f}) is below {a} ({r[a]:.2f}): that step mined background (over-erasing) "
-                                   f"and the stopping rule kept it; try a lower --max_steps or a higher --rho")
-    for lo, hi, why in (('AE-PSL', 'AE-SSL', "the online labels reinforce the network's own background bias where it does not recognise the classes (see 08_psl); use AE-SSL's network on these data, or try a lower --psl_weight"),
-                        ('AE-PSL + CRF', 'AE-PSL', "the CRF hurts: its kernels may not suit these images (--crf)"),
-                        ):
-        if lo in r and hi in r and r[lo] < r[hi]: out.append(f"{lo} ({r[lo]:.2f}) is below {hi} ({r[hi]:.2f}): {why}")
-    for x in rows:   # on the same pixels: those the pseudo labels label (each network once)
-        if x['rung'] == 'AE-PSL' and x.get('network') == 'seg_ssl': continue
-        if 'mIoU_pseudo_pixels' in x and 'pseudo labels' in r and x['mIoU_pseudo_pixels'] < r['pseudo labels']:
-            out.append(f"{x['rung']} ({x['mIoU_pseudo_pixels']:.2f} on the pixels the pseudo labels label) is below its pseudo labels "
-                       f"({r['pseudo labels']:.2f}): the network did not learn them well (a longer --seg_patience or --seg_epochs, or check --seg_lr); on images it never trained on, some gap is expected")
-    if (bm := read_marker(self.out / 'seg' / 'done.json').get('branch_mAP')) is not None and (w := weak_branch(bm)): out.append(w)
-    if not (v := self.psl_network())['kept']:
-        out.append(f"AE-PSL's network was not kept: {v['why']}: its online labels unlearned what the pseudo labels teach, as where "
-                   f"the network does not recognise the classes (see 08_psl); the AE-PSL rungs are AE-SSL's network "
-                   f"(--settings psl_rho=0 keeps AE-PSL's)")
-    cap = self.cfg['erasing']['epochs']
-    for s in self.ae.steps:
-        if s.get('epochs_trained', 0) >= cap and s.get('best_epoch') == s['epochs_trained'] - 1:
-            out.append(f"the step-{s['step']} classifier stopped at the epoch cap ({cap}) while its held-out mAP was still rising: "
-                       f"raise --epochs")
-    for name in ('seg_ssl', 'seg'):
-        d = read_marker(self.out / name / 'done.json')
-        if self.cfg['seg_patience'] is not None and d.get('stopped_by') == 'cap' and d.get('best_epoch') == d['epochs'] - 1:
-            out.append(f"the {name} network stopped at the epoch cap ({self.cfg['seg_epochs']}) while its held-out agreement "
-                       f"with the pseudo labels was still rising: raise --seg_epochs")
-    return out
+    "What the run must tell its user: the miner's warnings (`AdversarialErasing.flags`) and the segmentation stages' (`aepsl.psl.seg_flags`)."
+    c = self.cfg   # the networks on the pixels the pseudo labels label, each network once:
+    on = {x['rung']: x['mIoU_pseudo_pixels'] for x in rows if 'mIoU_pseudo_pixels' in x and (x['rung'], x['network']) != ('AE-PSL', 'seg_ssl')}
+    recs = [read_marker(self.out / n / 'done.json') for n in ('seg_ssl', 'seg')]
+    return self.ae.flags([x['mIoU'] for x in rows if ' step ' in x['rung']]) + \
+           seg_flags({x['rung']: x['mIoU'] for x in rows}, on, *recs, rho=c['psl_rho'], patience=c['seg_patience'], epochs=c['seg_epochs'])
 
 # %% ../nbs/09_pipeline.ipynb #fdf591c1
 @patch
@@ -290,7 +240,7 @@ def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
            size:float=1.6): # inches per panel
     "figures/ladder.png: per image, the image, the CAM, AE's mined regions, the pseudo label, AE-PSL, AE-PSL + CRF, the ground truth."
     from aepsl.viz import overlay_heatmap, show_grid
-    ev, cams = self.ev, self.cams(self.ev)
+    ev, cams = self.ev, self.ae.cams_of(self.ev)
     cols = ['image', 'CAM (step 1)', f'AE mined ({self.ae.n_used} steps)', 'pseudo label', 'AE-PSL', 'AE-PSL + CRF', 'ground truth']
     idx = [i for i in idx if i < len(ev.ids)]
     panels, rows = [], []
@@ -298,7 +248,7 @@ def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
         k, img = ev.ids[i], ev.image(i)
         f = lambda s: self.out / s / f'{k}.png'
         lab = lambda s: load_label_png(f(s)) if f(s).is_file() else np.zeros(img.shape[:2], np.uint8)
-        panels += [img, overlay_heatmap(img, cams(i).max(0)), self.objects(k), lab('pseudo'), lab('pred'), lab('pred_crf'), ev.mask(i)]
+        panels += [img, overlay_heatmap(img, cams(i).max(0)), self.ae.objects(k), lab('pseudo'), lab('pred'), lab('pred_crf'), ev.mask(i)]
         rows.append(f"{k}\n{', '.join(np.array(ev.classes)[ev.labels[i] > 0])}")
     titles = cols + [''] * (len(panels) - len(cols))
     return show_grid(panels, titles, len(cols), (size * len(cols), size * len(idx)), row_labels=rows, fontsize=7)
@@ -326,7 +276,7 @@ def evaluate(self:Pipeline)->dict:
     "Stage 10 (rank 0): the ladder into metrics.json and figures/ladder.png."
     rec = {}
     st = self.run.stage('figures', dict(erasing=self.ae_hash, data=data_fingerprint(self.ev),   # the masks it scores against
-                                     **{f: self._hash(f) for f in ('cam', 'pseudo', 'pred_ssl', 'pred', 'pred_crf')}))
+                                     **{f: self.stage_hash(f) for f in ('cam', 'pseudo', 'pred_ssl', 'pred', 'pred_crf')}))
     if st.done: return dict(st.record, skipped=True)
     if is_main():
         st.begin()

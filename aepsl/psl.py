@@ -23,8 +23,8 @@ from .crf import crf_probs, crf_batch, crf_params
 __all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset',
            'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs',
            'scores_and_masks', 'seg_eval', 'FolderMasks', 'seg_scores', 'predict_stage', 'evaluate_folder',
-           'branch_scores', 'branch_map', 'weak_branch', 'seg_stage', 'psl_kept', 'evaluate_predictions', 'format_eval',
-           'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
+           'branch_scores', 'branch_map', 'weak_branch', 'seg_stage', 'psl_kept', 'seg_flags', 'evaluate_predictions',
+           'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
 def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
@@ -277,11 +277,11 @@ def seg_probs(model, # a `SegNet`
 
 # %% ../nbs/08_psl.ipynb #8b0ef7ab
 def scores_and_masks(model, ds, bs:int=16, scales=(1.0,), flip:bool=False, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                     prohibit_classes:bool=False):
-    "Per image of `ds`, at its own size: the network's scores f (C+1×H×W, CPU; weighted by [1, v] if `prohibit_classes`) and its mask."
+                     test_prohibit:bool=False):
+    "Per image of `ds`, at its own size: the network's scores f (C+1×H×W, CPU; weighted by [1, v] if `test_prohibit`) and its mask."
     for idx, _, x in native_batches(ds, bs=bs, mean=mean, std=std):
         f, v = seg_probs(model, x, scales, flip)
-        if prohibit_classes: f = prohibit(f, v)
+        if test_prohibit: f = prohibit(f, v)
         for j, p in zip(idx, f.cpu()): yield p, torch.as_tensor(_gt(ds, j)).long()
 
 def seg_eval(model, # a `SegNet`
@@ -289,11 +289,11 @@ def seg_eval(model, # a `SegNet`
              bs:int=16, # images per forward pass
              scales=(1.0,), flip:bool=False, # test-time augmentation (see `seg_probs`)
              mean=IMAGENET_MEAN, std=IMAGENET_STD,
-             prohibit_classes:bool=False, # weight the scores by the branch's [1, v] (see `predict_stage`)
+             test_prohibit:bool=False, # weight the scores by the branch's [1, v] (see `predict_stage`)
             )->SegMetric:
     "Score the network's arg-max predictions at native size against the ground truth, in memory (no files)."
     m = SegMetric(model.n_classes + 1)
-    for p, g in scores_and_masks(model, ds, bs, scales, flip, mean, std, prohibit_classes): m.update(p.argmax(0), g)
+    for p, g in scores_and_masks(model, ds, bs, scales, flip, mean, std, test_prohibit): m.update(p.argmax(0), g)
     return m
 
 # %% ../nbs/08_psl.ipynb #08598635
@@ -334,7 +334,7 @@ def predict_stage(model, # a `SegNet`
                   bs:int=8, # images per forward pass
                   mean=IMAGENET_MEAN, std=IMAGENET_STD,
                   progress:bool=True, # tqdm progress bar
-                  prohibit_classes:bool=False, # weight the scores by [1, v] of the network's own classification branch, as Ŝ does
+                  test_prohibit:bool=False, # weight the scores by [1, v] of the network's own classification branch, as Ŝ does
                  )->Stage:
     "Predict every image of `ds` at its native size and write VOC palette PNGs into `stage`, resuming per image (sharded under `torchrun`)."
     from tqdm.auto import tqdm
@@ -353,7 +353,7 @@ def predict_stage(model, # a `SegNet`
                 if not torch.isfinite(f[j]).all():
                     raise FloatingPointError(f"stage {stage.name}: the network's probabilities for image {ds.ids[idx[j]]!r} are not "
                                              f"finite (nan or inf): its training diverged; train again with a lower learning rate (--seg_lr)")
-            f = (prohibit(f, v) if prohibit_classes else f).cpu().numpy()
+            f = (prohibit(f, v) if test_prohibit else f).cpu().numpy()
             for j, im, p in zip(idx, ims, f):
                 bar.update()
                 yield ds.ids[j], im, p, None
@@ -364,7 +364,7 @@ def predict_stage(model, # a `SegNet`
     barrier()
     if is_main():
         stage.finish(n_images=len(ds.ids), n_computed_rank0=len(todo), scales=list(scales), flip=flip,
-                     crf=None if crf is None else crf_params(crf), prohibit_classes=prohibit_classes)
+                     crf=None if crf is None else crf_params(crf), test_prohibit=test_prohibit)
     barrier()
     return stage
 
@@ -388,7 +388,7 @@ def evaluate_folder(ds, # base dataset with ground truth
     return m
 
 # %% ../nbs/08_psl.ipynb #bf089f70
-MIN_BRANCH_MAP = 0.8  # held-out mAP below which the branch's v is too weak for [1, v] weighting (test-time `prohibit_classes`)
+MIN_BRANCH_MAP = 0.8  # held-out mAP below which the branch's v is too weak for [1, v] weighting (test-time `test_prohibit`)
 
 def branch_scores(model, # a `SegNet`
                   ds, # base dataset (`ids`, `image(i)`)
@@ -468,6 +468,36 @@ def psl_kept(psl_rec:dict, # AE-PSL's stage record (`seg_stage`): `held_mIoU` wh
     why = (f"AE-PSL's held-out agreement with the pseudo labels is {a:.2f} against AE-SSL's {b:.2f} "
            f"({ratio:.2f} of it, {'≥' if kept else '<'} psl_rho={rho})")
     return dict(kept=kept, ratio=round(ratio, 4), why=why)
+
+# %% ../nbs/08_psl.ipynb #e1070e98
+def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL', 'AE-PSL + CRF' (those present)
+              on_pseudo:dict, # mIoU (%) of each network's rung on the pixels the pseudo labels label (each network once)
+              ssl_rec:dict, psl_rec:dict, # the AE-SSL and AE-PSL stage records (`seg_stage`)
+              rho:float|None=0.9, # `psl_kept`'s bound
+              patience:int|None=5, # the networks' early-stopping patience; None: trained to the cap by design
+              epochs:int=None, # their epoch cap, for the message
+             )->list: # messages
+    "What the segmentation stages must tell their user: a rung below the one before, a network below its pseudo labels, a weak branch, AE-PSL not kept, a cap that bound."
+    out, r = [], rungs
+    for lo, hi, why in (('AE-PSL', 'AE-SSL', "the online labels reinforce the network's own background bias where it does not recognise "
+                                             "the classes (see 08_psl); use AE-SSL's network on these data, or try a lower --psl_weight"),
+                        ('AE-PSL + CRF', 'AE-PSL', "the CRF hurts: its kernels may not suit these images (--crf)")):
+        if lo in r and hi in r and r[lo] < r[hi]: out.append(f"{lo} ({r[lo]:.2f}) is below {hi} ({r[hi]:.2f}): {why}")
+    for rung, v in on_pseudo.items():
+        if 'pseudo labels' in r and v < r['pseudo labels']:
+            out.append(f"{rung} ({v:.2f} on the pixels the pseudo labels label) is below its pseudo labels ({r['pseudo labels']:.2f}): the "
+                       f"network did not learn them well (a longer --seg_patience or --seg_epochs, or check --seg_lr); on images it never "
+                       f"trained on, some gap is expected")
+    if (bm := psl_rec.get('branch_mAP')) is not None and (w := weak_branch(bm)): out.append(w)
+    if not (v := psl_kept(psl_rec, ssl_rec, rho))['kept']:
+        out.append(f"AE-PSL's network was not kept: {v['why']}: its online labels unlearned what the pseudo labels teach, as where "
+                   f"the network does not recognise the classes (see 08_psl); the AE-PSL rungs are AE-SSL's network "
+                   f"(--settings psl_rho=0 keeps AE-PSL's)")
+    for name, d in (('seg_ssl', ssl_rec), ('seg', psl_rec)):
+        if patience is not None and d.get('stopped_by') == 'cap' and d.get('best_epoch') == d.get('epochs', 0) - 1:
+            out.append(f"the {name} network stopped at the epoch cap ({epochs}) while its held-out agreement with the pseudo labels "
+                       f"was still rising: raise --seg_epochs")
+    return out
 
 # %% ../nbs/08_psl.ipynb #fcf69ab2
 from fastcore.script import call_parse

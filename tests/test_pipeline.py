@@ -312,3 +312,23 @@ def test_psl_not_kept_uses_the_ssl_network(voc, run_a, tmp_path):
     assert any("AE-PSL's network was not kept" in f and '0.50 of it' in f for f in m['flags']), m['flags']
     write_json(run / 'seg' / 'done.json', dict(seg, held_mIoU=ssl['held_mIoU']))   # now AE-PSL holds: the masks AE-SSL's network made are refused
     with pytest.raises(StageConfigError, match='network'): Pipeline(voc, run, 'cpu', progress=False, **TINY_KW)()
+
+def test_predict_with_prohibition_is_its_own_stage(voc, run_a, tmp_path):
+    "`Pipeline.predict(prohibit=True)` (bench/psl.py's [1, v] column): the masks of the [1, v]-weighted scores, recorded; the other setting is refused."
+    import shutil
+    from aepsl.psl import native_batches, seg_probs, prohibit
+    run = tmp_path / 'run'
+    shutil.copytree(run_a[0], run)
+    p = Pipeline(voc, run, 'cpu', progress=False, **TINY_KW)
+    p.erasing()
+    p.predict('pred_pro', 'seg', prohibit=True)
+    assert read_json(run / 'pred_pro' / 'done.json')['config']['prohibit'] is True
+    mean, std = p.ae.stats()
+    net, n = p.load_segnet('seg'), 0
+    for idx, _, x in native_batches(p.ev, bs=8, mean=mean, std=std):   # as predict_stage batches them
+        f, v = seg_probs(net, x, (1.0,), False)
+        for j, s in zip(idx, prohibit(f, v).argmax(1).cpu().numpy()):
+            n += 1
+            assert np.array_equal(np.array(Image.open(run / 'pred_pro' / f'{p.ev.ids[j]}.png')), s), p.ev.ids[j]
+    assert n == len(p.ev.ids)
+    with pytest.raises(StageConfigError, match='prohibit'): p.predict('pred_pro', 'seg', prohibit=False)
