@@ -23,6 +23,11 @@ def machine()->dict:
     return dict(platform=platform.platform(), cpu=cpu, cpu_count=os.cpu_count(), torch=torch.__version__,
                 torch_threads=torch.get_num_threads(), python=platform.python_version())
 
+def parser(doc:str)->argparse.ArgumentParser:
+    "The benches' argument parser: the script's first paragraph as its description, the rest as its epilog."
+    return argparse.ArgumentParser(description=doc.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=doc.split('\n\n', 1)[1])
+
 def write_set(root:Path, variant, n_train:int, n_val:int)->Path:
     "The benchmark in VOC layout, once: a marker with its arguments, written last, makes a rerun skip it."
     from aepsl.voc import synthetic_voc
@@ -146,8 +151,7 @@ def _value(v:str):
 
 def main(argv=None):
     from aepsl.cli import DEMO
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split('\n\n', 1)[1])
+    ap = parser(__doc__)
     ap.add_argument('--work', default='runs/carry', help='folder of the two data sets and the two run folders (default: runs/carry)')
     ap.add_argument('--n_train', type=int, default=1000, help='training images of the hard variant (default 1000)')
     ap.add_argument('--n_val', type=int, default=200, help='validation images of the hard variant, scored at the end (default 200)')

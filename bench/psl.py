@@ -20,14 +20,14 @@ nothing else on the machine.
 Writes bench/results/psl.json and psl.md. Rerunning reuses the written set and every finished stage.
 --smoke (tiny set, one epoch) checks this script only; its results go to --work, never to bench/results.
 """
-import argparse, json, statistics, sys, time
+import json, statistics, sys, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from carry import write_set, machine   # the same data-set writer and machine line as the carry check
+from carry import write_set, machine, parser   # the same data-set writer and machine line as the carry check
 
 METHODS = (('full', 'seg_gt', 'fully supervised (upper bound)'), ('sec', 'seg_sec', 'SEC (CAM seeds)'),
            ('ssl', 'seg_ssl', 'AE-SSL'), ('psl', 'seg', 'AE-PSL'))
@@ -171,8 +171,7 @@ def markdown(res:dict)->str:
 
 def main(argv=None):
     from aepsl.cli import DEMO
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split('\n\n', 1)[1])
+    ap = parser(__doc__)
     ap.add_argument('--work', default='runs/bench_psl', help='folder of the data set and the run folders (default: runs/bench_psl)')
     ap.add_argument('--seeds', default='0,1,2', help='one run per seed, comma-separated (default 0,1,2)')
     ap.add_argument('--crf', default='deeplab', help="the DenseCRF preset of the '+ CRF' columns (default: the cpu preset's, deeplab)")
