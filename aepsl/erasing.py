@@ -164,13 +164,13 @@ class ErasedDataset(Dataset):
 # %% ../nbs/04_erasing.ipynb #143c821e
 PRESETS = dict(
     cpu=dict(arch='small', weights=None, crop_size=96, scale=(0.9, 1.1), epochs=60, patience=5, sched='plateau', lr_patience=2, bs=32, lr=None,
-             delta=0.5, max_steps=3, rho=0.6, min_map=None, fill='mean', mean='dataset',
+             delta=0.5, max_steps=3, rho=0.5, min_map=None, fill='mean', mean='dataset',
              cam_scales=(1.0,), cam_flip=False, cam_bs=64, num_workers=0),
     photos=dict(arch='lite0', weights='imagenet', crop_size=224, scale=(0.7, 1.3), epochs=60, patience=5, sched='plateau', lr_patience=2,
-                bs=16, lr=None, delta=0.5, max_steps=3, rho=0.6, min_map=None, fill='mean', mean='model',
+                bs=16, lr=None, delta=0.5, max_steps=3, rho=0.5, min_map=None, fill='mean', mean='model',
                 cam_scales=(1.0,), cam_flip=False, cam_bs=8, num_workers=0),
     voc=dict(arch='vgg16_largefov', weights='imagenet', crop_size=321, scale=(0.7, 1.3), epochs=15, patience=3, sched=None, lr_patience=None, bs=20,
-             lr=1e-3, delta=0.5, max_steps=3, rho=0.6, min_map=None, fill='mean', mean='imagenet',
+             lr=1e-3, delta=0.5, max_steps=3, rho=0.5, min_map=None, fill='mean', mean='imagenet',
              cam_scales=(1.0, 0.5, 1.5, 2.0), cam_flip=True, cam_bs=1, num_workers=8))
 
 def erasing_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'

@@ -36,7 +36,7 @@ def table()->str:
     if res.get('steps'):
         md += ['', '| AE step | epochs | held-out mAP | ratio to step 1 | mIoU | precision of the added pixels |', '|---|---|---|---|---|---|']
         md += [f"| {r['step']} | {r['epochs']} | {r['holdout_mAP']} | {r['mAP_ratio']} | {r['mIoU']} | {r['added_precision']} |" for r in res['steps']]
-        md += ['', f"The stopping rule (ρ = {PRESETS['cpu']['rho']}, cap of {PRESETS['cpu']['max_steps']} steps) keeps {res['steps_used_by_rule']} steps."]
+        md += ['', f"The stopping rule (ρ = {res['rule_rho']}, cap of {res['rule_cap']} steps: the `cpu` preset's) keeps {res['steps_used_by_rule']} steps."]
     if 'overhead_pct' in res:
         per = res['s_per_epoch']
         md += ['', f"Overhead of AE over plain training, {res['overhead_runs']} interleaved runs of {res['overhead_epochs']} epochs per "
@@ -69,7 +69,7 @@ rows = [dict(method='CAM alone (one classifier)', held_out_mAP=round(steps[0]['h
 for s, qq in zip(steps[1:], quality[1:]):
     note = ' (where the stopping rule stops)' if s['step'] == n_rule else ' (past the stopping rule)' if s['step'] > n_rule else ''
     rows.append(dict(method=f"AE, {s['step']} steps{note}", held_out_mAP=round(s['holdout_mAP'], 3), **q(qq)))
-save(rows=rows, steps=steps_rows, steps_used_by_rule=n_rule, mining_s=round(sum(s['mine_time'] for s in steps), 1))
+save(rows=rows, steps=steps_rows, steps_used_by_rule=n_rule, rule_rho=PRESETS['cpu']['rho'], rule_cap=PRESETS['cpu']['max_steps'], mining_s=round(sum(s['mine_time'] for s in steps), 1))
 print(json.dumps(res, indent=1), flush=True)
 
 # The overhead of AE over training the same classifiers on the plain images: each step t >= 2's classifier trained as
