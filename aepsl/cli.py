@@ -7,11 +7,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from fastcore.script import call_parse
-from .runs import write_json, read_json, is_main
+from .runs import write_json, read_json, is_main, results_table
 from .train import init_distributed, barrier
 from .voc import synthetic_voc
 from .config import preset_and_overrides, parse_settings
-from .pipeline import Pipeline, STAGES, results_table
+from .pipeline import Pipeline, STAGES
 
 # %% auto #0
 __all__ = ['DEMO', 'aepsl_run', 'aepsl_demo']

@@ -344,8 +344,18 @@ def step_config(self:AdversarialErasing, t:int)->dict:
     c = dict({k: self.cfg[k] for k in keys}, model=self.model_name, seed=self.seed + t, step=t,
              data=self.fingerprints()[0], holdout=self.fingerprints()[1])
     if self.method != 'ae': c['miner'] = self.method   # AE's identity stays what it was
-    if t > 1: c['previous'] = Stage(self.out / 'mined' / f'step{t - 1}', self.step_config(t - 1)).hash
+    if t > 1: c['previous'] = self.step_hash(t - 1)
     return c
+
+@patch
+def step_hash(self:AdversarialErasing, t:int)->str:
+    "The config hash of step t's mined regions: what a stage that reads them records."
+    return Stage(self.out / 'mined' / f'step{t}', self.step_config(t)).hash
+
+@patch(as_prop=True)
+def identity(self:AdversarialErasing)->str:
+    "What the stages after erasing build on: the number of steps used and the last one's hash."
+    return f"{self.n_used}:{self.step_hash(self.n_used)}"
 
 @patch
 def region_dirs(self:AdversarialErasing, t:int, split:str='train')->list:
@@ -386,7 +396,7 @@ def split_stage(self:AdversarialErasing, t:int, # the step
                 split:str, # 'train', 'holdout' or an extra split's name (`mine_split`)
                 fingerprint:dict)->Stage: # `data_fingerprint` of the split's images
     "The checked `Stage` of step t's regions on one split, `mined/step<t>/<split>/`: one `.npz` per image."
-    cfg = dict(step=Stage(self.out / 'mined' / f'step{t}', self.step_config(t)).hash, split=split, data=fingerprint)
+    cfg = dict(step=self.step_hash(t), split=split, data=fingerprint)
     return Stage(self.out / 'mined' / f'step{t}' / split, cfg, f'mined/step{t}/{split}').check()
 
 # %% ../nbs/04_erasing.ipynb #a0393f8e
@@ -566,7 +576,7 @@ def write_pseudo_objects(self:AdversarialErasing, folder=None, # default: `pseud
                          conflict:int|None=255)->Stage: # value of pixels mined for several classes (255: in doubt)
     "Write each training image's mined label map as a VOC palette PNG `<id>.png` at its size (resumable)."
     from aepsl.viz import save_label_png
-    cfg = dict(steps=self.n_used, last_step=Stage(self.out / 'mined' / f'step{self.n_used}', self.step_config(self.n_used)).hash,
+    cfg = dict(steps=self.n_used, last_step=self.step_hash(self.n_used),
                conflict=conflict)
     st = Stage(Path(folder) if folder else self.out / 'pseudo_objects', cfg, 'pseudo_objects').check()
     pos = {k: i for i, k in enumerate(self.train_ds.ids)}

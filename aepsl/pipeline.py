@@ -6,19 +6,19 @@
 from __future__ import annotations
 import logging
 from pathlib import Path
-import numpy as np, torch
+import numpy as np
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .runs import RunFolder, Stage, RUNTIME_KEYS, read_json, read_marker, atomic_write, is_main, measure
+from .runs import RunFolder, RUNTIME_KEYS, read_json, read_marker, atomic_write, is_main, measure, results_table
 from .train import init_distributed, barrier, load_checkpoint, set_seed, pick_device
 from .voc import Splits, run_splits, data_fingerprint
 from .erasing import MINERS, PRESETS as AE_PRESETS
 from .config import pipeline_config, is_int
 from .psl import make_segnet, evaluate_predictions
-from .viz import save_label_png, load_label_png
+from .viz import save_label_png, load_label_png, show_grid, overlay_heatmap
 
 # %% auto #0
-__all__ = ['STAGES', 'Pipeline', 'results_table']
+__all__ = ['STAGES', 'Pipeline']
 
 # %% ../nbs/09_pipeline.ipynb #26ad982f
 STAGES = ('erasing', 'cam', 'saliency', 'pseudo', 'seg_ssl', 'seg', 'pred_ssl', 'pred', 'pred_crf', 'evaluate')
@@ -61,7 +61,7 @@ class Pipeline:
 from .cam import cams_to_label_map
 from .crf import crf_params
 from .saliency import saliency_stage
-from .pseudo import pseudo_stage
+from .pseudo import pseudo_stage, pseudo_quality
 from .psl import SegDataset, PSLLoss, FolderMasks, seg_stage, seg_train_tfms, predict_stage, psl_kept, seg_flags
 
 # %% ../nbs/09_pipeline.ipynb #abaac165
@@ -83,12 +83,6 @@ def ae(self:Pipeline):
     if self._ae is None: raise RuntimeError("the erasing stage has not been read: call erasing() first (on a finished run it reads the steps back, training nothing)")
     return self._ae
 
-@patch(as_prop=True)
-def ae_hash(self:Pipeline)->str:
-    "Identity of the erasing result the later stages build on: the last used step's config hash."
-    n = self.ae.n_used
-    return f"{n}:{Stage(self.out / 'mined' / f'step{n}', self.ae.step_config(n)).hash}"
-
 @patch
 def stage_hash(self:Pipeline, name:str)->str:
     "The config hash in a finished stage's done marker (checked: a damaged marker is named)."
@@ -99,7 +93,7 @@ def stage_hash(self:Pipeline, name:str)->str:
 def cam(self:Pipeline)->dict:
     "Stage 2: the step-1 classifier's CAMs on the evaluation split, as label maps (background below `cam_threshold`)."
     c, e = self.cfg, self.cfg['erasing']
-    st = self.run.stage('cam', dict(classifier=Stage(self.out / 'mined' / 'step1', self.ae.step_config(1)).hash,
+    st = self.run.stage('cam', dict(classifier=self.ae.step_hash(1),
                                     threshold=c['cam_threshold'], scales=e['cam_scales'], flip=e['cam_flip']))
     if st.done: return dict(st.record, skipped=True)
     cams, pos = self.ae.cams_of(self.ev), {k: i for i, k in enumerate(self.ev.ids)}
@@ -128,7 +122,7 @@ def pseudo(self:Pipeline)->dict:
     kw = dict(objects=lambda j: self.ae.objects(ds.ids[j]), bg_threshold=c['bg_threshold']) if c['pseudo_rule'] == 'ae' else \
          dict(cams=self.ae.cams_of(ds))   # Oh et al.: the step-1 classifier's CAMs as seeds
     st = pseudo_stage(ds, self.out / 'pseudo', self.out / 'saliency', rule=c['pseudo_rule'], progress=self.progress,
-                      score=self.trn.ids, config=dict(erasing=self.ae_hash, conflict=255, saliency=self.stage_hash('saliency')), **kw)
+                      score=self.trn.ids, config=dict(erasing=self.ae.identity, conflict=255, saliency=self.stage_hash('saliency')), **kw)
     return dict(st.record, skipped=done)
 
 # %% ../nbs/09_pipeline.ipynb #ed3aa4bd
@@ -192,27 +186,15 @@ def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred
     return st.record
 
 # %% ../nbs/09_pipeline.ipynb #33b10a65
-from .metrics import SegMetric
-from .pseudo import PseudoQuality
-
-def _pct(m)->float: return round(100 * float(m), 2)
-
 @patch
 def ladder(self:Pipeline)->list:
     "The mIoU (%) of every rung on the evaluation split's masks: CAM, each AE step, pseudo labels, AE-SSL, AE-PSL, AE-PSL + CRF."
-    ev, n, names = self.ev, self.ae.n_used, ['background', *self.ev.classes]
+    ev, n = self.ev, self.ae.n_used
     rows = [dict(rung='CAM', what=f"step-1 classifier's CAM, background below {self.cfg['cam_threshold']}",
                  mIoU=evaluate_predictions(self.out / 'cam', ev)['mIoU'])]
     rows += [dict(rung=f'{self.ae.title} step {q["step"]}', what=f'regions mined up to step {q["step"]} (the rest background)', mIoU=q['mIoU'])
              for q in self.ae.evaluate(n, 'holdout' if ev is self.hold else 'eval')]   # the miner's regions of the evaluation images
-    pq = PseudoQuality(len(ev.classes), ev.classes)
-    on_pseudo = {f: SegMetric(len(names), names) for f in ('pred_ssl', 'pred')}   # the networks where the pseudo labels have a label
-    for i, k in enumerate(ev.ids):
-        g, pl = ev.mask(i), load_label_png(self.out / 'pseudo' / f'{k}.png')
-        pq.update(pl, g)
-        for f, m in on_pseudo.items():
-            m.update(torch.from_numpy(load_label_png(self.out / f / f'{k}.png')).long(), torch.from_numpy(np.where(pl == 255, 255, g)).long())
-    q = pq.summary()
+    q = pseudo_quality(ev, self.out / 'pseudo')
     rows.append(dict(rung='pseudo labels', mIoU=q['miou'],
                      what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
     net = self.psl_network()['net']   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
@@ -220,7 +202,8 @@ def ladder(self:Pipeline)->list:
     for rung, folder, what, used in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only', 'seg_ssl'),
                                      ('AE-PSL', 'pred', psl, net), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF', net)):
         rows.append(dict(rung=rung, what=what, mIoU=evaluate_predictions(self.out / folder, ev)['mIoU'], folder=folder, network=used))
-        if folder in on_pseudo: rows[-1]['mIoU_pseudo_pixels'] = _pct(on_pseudo[folder].miou)   # comparable with the pseudo labels' row
+        if folder != 'pred_crf':   # the networks where the pseudo labels label: comparable with the pseudo labels' row
+            rows[-1]['mIoU_pseudo_pixels'] = evaluate_predictions(self.out / folder, ev, labelled_by=self.out / 'pseudo')['mIoU']
     for r in rows: r.update(split=ev.split, n_images=len(ev.ids))
     return rows
 
@@ -239,7 +222,6 @@ def flags(self:Pipeline, rows:list)->list:
 def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
            size:float=1.6): # inches per panel
     "figures/ladder.png: per image, the image, the CAM, AE's mined regions, the pseudo label, AE-PSL, AE-PSL + CRF, the ground truth."
-    from aepsl.viz import overlay_heatmap, show_grid
     ev, cams = self.ev, self.ae.cams_of(self.ev)
     cols = ['image', 'CAM (step 1)', f'AE mined ({self.ae.n_used} steps)', 'pseudo label', 'AE-PSL', 'AE-PSL + CRF', 'ground truth']
     idx = [i for i in idx if i < len(ev.ids)]
@@ -254,28 +236,11 @@ def figure(self:Pipeline, idx=(0, 1, 2), # evaluation images to show
     return show_grid(panels, titles, len(cols), (size * len(cols), size * len(idx)), row_labels=rows, fontsize=7)
 
 # %% ../nbs/09_pipeline.ipynb #d454783d
-def results_table(metrics:dict)->str:
-    "Markdown tables of the ladder and of the stages' time and memory, from a run's metrics.json."
-    l = metrics.get('ladder', [])
-    out = []
-    if l:
-        out += [f"mIoU (%, background included) on the {l[0]['split']} split ({l[0]['n_images']} images):", '',
-                '| rung | mIoU | what |', '|---|---|---|']
-        out += [f"| {r['rung']} | {r['mIoU']:.2f} | {r['what']} |" for r in l]
-    if fl := metrics.get('flags'): out += ['', '**Warnings** (see log.txt):', ''] + [f'- {f}' for f in fl]
-    st = metrics.get('stages', {})
-    if st:
-        out += ['', '| stage | seconds | peak RSS (MB) |', '|---|---|---|']
-        out += [f"| {k} | {v.get('seconds', float('nan')):.1f}{' (resumed)' if v.get('resumed') else ''} | {v.get('peak_rss_mb', float('nan')):.0f} |"
-                for k, v in st.items()]
-        out += [f"| total | {sum(v.get('seconds', 0) for v in st.values()):.1f} | |"]
-    return '\n'.join(out)
-
 @patch
 def evaluate(self:Pipeline)->dict:
     "Stage 10 (rank 0): the ladder into metrics.json and figures/ladder.png."
     rec = {}
-    st = self.run.stage('figures', dict(erasing=self.ae_hash, data=data_fingerprint(self.ev),   # the masks it scores against
+    st = self.run.stage('figures', dict(erasing=self.ae.identity, data=data_fingerprint(self.ev),   # the masks it scores against
                                      **{f: self.stage_hash(f) for f in ('cam', 'pseudo', 'pred_ssl', 'pred', 'pred_crf')}))
     if st.done: return dict(st.record, skipped=True)
     if is_main():

@@ -13,7 +13,7 @@ from .saliency import BG_THRESHOLD, read_saliency_png, image_shape
 from .viz import save_label_png, load_label_png
 
 # %% auto #0
-__all__ = ['PSEUDO_RULES', 'pseudo_label', 'pseudo_label_oh', 'PseudoQuality', 'pseudo_stage']
+__all__ = ['PSEUDO_RULES', 'pseudo_label', 'pseudo_label_oh', 'PseudoQuality', 'pseudo_quality', 'pseudo_stage']
 
 # %% ../nbs/06_pseudo_labels.ipynb #917bddaf
 def _as_objects(objects):
@@ -122,6 +122,18 @@ class PseudoQuality:
         "Percentages, rounded: precision, recall, coverage, mIoU."
         return {k: round(100 * float(getattr(self, k)), 2) for k in ('precision', 'recall', 'coverage', 'miou')}
 
+# %% ../nbs/06_pseudo_labels.ipynb #f0c5994b
+def pseudo_quality(ds, # data set with `ids`, `classes` and `mask(i)`
+                   folder, # folder of pseudo-label PNGs `<id>.png`
+                   ids=None, # the ids to score (default: every image of `ds`)
+                  )->dict: # `PseudoQuality.summary()`: precision, recall, coverage, mIoU (%)
+    "The quality of a folder of pseudo labels against `ds`'s masks."
+    q, keep = PseudoQuality(len(ds.classes), ds.classes), set(ds.ids if ids is None else ids)
+    for k, i in enumerate(ds.ids):
+        if i in keep: q.update(load_label_png(Path(folder) / f'{i}.png'), ds.mask(k))
+    return q.summary()
+
+
 # %% ../nbs/06_pseudo_labels.ipynb #1159593e
 def _check_folder(folder, ids, what):
     folder = Path(folder)
@@ -174,9 +186,6 @@ def pseudo_stage(ds, # dataset with `ids`, `image(i)` (for sizes) and optionally
         save_label_png(label(o, s, bg_threshold), path)
     def quality():
         if not (hasattr(ds, 'mask') and hasattr(ds, 'classes') and getattr(ds, 'has_masks', True)): return {}
-        q, keep = PseudoQuality(len(ds.classes), ds.classes), set(ids if score is None else score)
-        for i in ids:
-            if i in keep: q.update(load_label_png(st.file(i)), ds.mask(pos[i]))
-        return dict(quality=q.summary())
+        return dict(quality=pseudo_quality(ds, st.folder, score))
     st.map(ids, one, 'pseudo labels', progress, summary=quality)
     return st

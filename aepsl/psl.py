@@ -371,6 +371,7 @@ def predict_stage(model, # a `SegNet`
 def evaluate_folder(ds, # base dataset with ground truth
                     folder, # folder of predicted `<id>.png`
                     allow_missing:bool=False, # skip images without a prediction (listed in the result's `missing`)
+                    labelled_by=None, # a folder of label maps `<id>.png` (e.g. pseudo labels): score only the pixels they label (not 255)
                    )->SegMetric:
     "Score a folder of predicted label maps against `ds`'s ground truth (sizes checked)."
     folder = Path(getattr(folder, 'folder', folder))
@@ -380,6 +381,7 @@ def evaluate_folder(ds, # base dataset with ground truth
     for i, k in enumerate(ds.ids):
         if allow_missing and not (folder / f'{k}.png').is_file(): m.missing.append(k); continue
         p, g = load_label_png(folder / f'{k}.png'), _gt(ds, i)
+        if labelled_by is not None: g = np.where(load_label_png(Path(labelled_by) / f'{k}.png') == 255, 255, g)
         if p.shape != g.shape: raise ValueError(f"{folder / f'{k}.png'} is {p.shape[1]}×{p.shape[0]} but the mask of {k} is {g.shape[1]}×{g.shape[0]}")
         if (bad := (p >= m.n_classes) & (g != 255)).any():   # a label no class has: name the file, not just the value
             raise ValueError(f"{folder / f'{k}.png'} holds label {int(p[bad][0])} at a labelled pixel, but there are "
@@ -505,9 +507,10 @@ from .voc import VOCWSSS
 
 def evaluate_predictions(pred, # folder of palette PNGs `<id>.png`
                          ds, # dataset with ground truth: `ids`, `classes`, `mask(i)`
+                         labelled_by=None, # score only the pixels labelled in these label maps (see `evaluate_folder`)
                         )->dict: # mIoU (%), per-class IoU (%), n_images scored, missing ids, pixel accuracy
     "Score a folder of predicted label maps against a split's ground truth (`aepsl.psl.evaluate_folder`), missing ones named."
-    m = evaluate_folder(ds, pred, allow_missing=True)
+    m = evaluate_folder(ds, pred, allow_missing=True, labelled_by=labelled_by)
     iou = [None if not np.isfinite(v) else round(100 * float(v), 2) for v in m.iou.tolist()]
     return dict(mIoU=round(100 * float(m.miou), 2), IoU=dict(zip(['background', *ds.classes], iou)),
                 n_images=len(ds.ids) - len(m.missing), missing=m.missing, pixel_acc=round(100 * float(m.pixel_acc), 2))

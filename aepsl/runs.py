@@ -11,7 +11,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['NAME_MAX', 'SUFFIX_ROOM', 'RUNTIME_KEYS', 'short_repr', 'safe_join', 'atomic_write', 'write_json', 'read_json',
            'check_id', 'save_arrays', 'load_arrays', 'StageConfigError', 'config_hash', 'config_diff', 'Stage',
-           'read_marker', 'is_main', 'Registry', 'measure', 'RunFolder']
+           'read_marker', 'is_main', 'Registry', 'measure', 'RunFolder', 'results_table']
 
 # %% ../nbs/01b_runs.ipynb #c00b785a
 def _umask()->int:
@@ -400,3 +400,22 @@ class RunFolder:
         m.update(metrics)
         write_json(f, m, self.out)
         return _jsonable(m)
+
+# %% ../nbs/01b_runs.ipynb #93ebc378
+def results_table(metrics:dict)->str:
+    "Markdown tables of the ladder and of the stages' time and memory, from a run's metrics.json."
+    l = metrics.get('ladder', [])
+    out = []
+    if l:
+        out += [f"mIoU (%, background included) on the {l[0]['split']} split ({l[0]['n_images']} images):", '',
+                '| rung | mIoU | what |', '|---|---|---|']
+        out += [f"| {r['rung']} | {r['mIoU']:.2f} | {r['what']} |" for r in l]
+    if fl := metrics.get('flags'): out += ['', '**Warnings** (see log.txt):', ''] + [f'- {f}' for f in fl]
+    st = metrics.get('stages', {})
+    if st:
+        out += ['', '| stage | seconds | peak RSS (MB) |', '|---|---|---|']
+        out += [f"| {k} | {v.get('seconds', float('nan')):.1f}{' (resumed)' if v.get('resumed') else ''} | {v.get('peak_rss_mb', float('nan')):.0f} |"
+                for k, v in st.items()]
+        out += [f"| total | {sum(v.get('seconds', 0) for v in st.values()):.1f} | |"]
+    return '\n'.join(out)
+

@@ -4,14 +4,13 @@ image); time should grow about linearly.
 
     python bench/erasing_scale.py [--n 300] [--epochs 2]
 """
-import argparse, json, os, resource, subprocess, sys, tempfile, time
+import argparse, json, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 SIZES = [(160, 160), (200, 240), (240, 180), (180, 220)]
 
 def child(root, n, epochs, out):
     "One run in this process: returns (seconds, peak RSS in MiB)."
-    import torch
     from aepsl.voc import VOCWSSS
     from aepsl.erasing import AdversarialErasing
     trn, hold = VOCWSSS(root, f'train{n}'), VOCWSSS(root, 'val')

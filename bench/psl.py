@@ -43,7 +43,7 @@ def sec_network(p)->None:
     c, ds = p.cfg, Splits(p.trn, p.hold)   # training: to learn from; held-out: to stop on
     seeds = pseudo_stage(ds, p.out / 'seeds', p.out / 'saliency', objects=lambda j: p.ae.objects(ds.ids[j], max_step=1),
                          bg_threshold=c['bg_threshold'], progress=False, score=p.trn.ids,
-                         config=dict(erasing=p.ae_hash, max_step=1, conflict=255, saliency=p.stage_hash('saliency')))
+                         config=dict(erasing=p.ae.identity, max_step=1, conflict=255, saliency=p.stage_hash('saliency')))
     mean, std = p.ae.stats()
     stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
     st = p.run.stage('seg_sec', dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],

@@ -5,7 +5,6 @@ synthetic held-out set.
     python bench/saliency.py --n 200
 """
 import argparse, os, platform, subprocess, time
-import numpy as np
 
 def machine():
     try: cpu = next(l.split(':', 1)[1].strip() for l in subprocess.run(['lscpu'], capture_output=True, text=True).stdout.splitlines() if l.startswith('Model name'))

@@ -5,8 +5,8 @@ import numpy as np, pytest, torch
 from PIL import Image
 from aepsl.data import SyntheticWSSS, synthetic_sample, ArrayDataset, seg_transforms, mean_pixel, SYNTH_CLASSES
 from aepsl.runs import atomic_write
-from aepsl.voc import VOCWSSS, synthetic_voc, write_voc, labels_from_names, labels_from_mask, VOC_CLASSES, main_synthetic, convert_cls_labels, read_cls_labels, pil_to_rgb, check_label_map
-from aepsl.viz import save_label_png, load_label_png
+from aepsl.voc import VOCWSSS, synthetic_voc, write_voc, labels_from_mask, VOC_CLASSES, main_synthetic, convert_cls_labels, read_cls_labels, pil_to_rgb
+from aepsl.viz import save_label_png
 
 @pytest.fixture
 def voc(tmp_path):

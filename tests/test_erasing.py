@@ -1,6 +1,5 @@
 "Adversarial erasing: per-image flow on disk, resume, refusal of changed configs, stopping rule, bad input, CLI."
-import json, os, re, subprocess, sys, numpy as np, pytest, torch
-from pathlib import Path
+import json, re, subprocess, numpy as np, pytest, torch
 from aepsl.data import SyntheticWSSS
 from aepsl.models import small_cnn
 from aepsl.runs import StageConfigError
@@ -327,8 +326,7 @@ def test_lite0_is_an_erasing_arch_with_its_own_statistics(tmp_path):
 
 # --- issue 16: mining through Stage.map; the miners at the command line; mining an extra set (mine_split)
 
-from aepsl.erasing import MINERS, ErasedDataset, mine_regions
-from aepsl.data import seg_transforms
+from aepsl.erasing import MINERS, mine_regions
 
 def make_miner(name, data, out, **kw):
     trn, hold = data

@@ -2,7 +2,6 @@
 ACoL's loss and erasing against a hand computation, Hide-and-Seek's hiding rate and seeding, `erase_regions`' fill modes."""
 import math
 import numpy as np, pytest, torch
-import torch.nn.functional as F
 from torch import nn
 from aepsl.erasing import ACoL, acol_loss, HideAndSeek, erase_regions
 

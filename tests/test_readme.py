@@ -1,7 +1,6 @@
 "README.md is the front page notebook; the console scripts its commands call exist, parse the flags it passes, and its test command is the one CI runs."
 import configparser, importlib, os, re, shlex, subprocess, sys
 from pathlib import Path
-import pytest
 root = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
 

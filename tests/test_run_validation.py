@@ -1,13 +1,13 @@
 """`aepsl_run` / `Pipeline` refuse every bad setting before the run folder exists (so the corrected command runs),
 honour `--weights none`, say where Ctrl-C stopped; `aepsl_eval` fails when nothing is scored and reads only masks;
 a run refuses data whose content changed. Tiny data, no training: seconds each."""
-import json, math, pickle
-from pathlib import Path
+import json, math
+from types import SimpleNamespace
 import numpy as np, pytest, torch
 from PIL import Image
 import aepsl.pipeline as pl
 from aepsl.voc import synthetic_voc, VOCWSSS
-from aepsl.runs import StageConfigError, read_json
+from aepsl.runs import read_json
 from aepsl.viz import save_label_png
 from aepsl.pipeline import Pipeline, pipeline_config, make_segnet
 from aepsl.cli import aepsl_run
@@ -191,7 +191,7 @@ def test_figures_stage_depends_on_eval_masks(voc, tmp_path, monkeypatch):
     p = Pipeline(voc, tmp_path / 'run', 'cpu', progress=False)
     for f in ('cam', 'pseudo', 'pred_ssl', 'pred', 'pred_crf'):
         (p.out / f).mkdir(); (p.out / f / 'done.json').write_text(json.dumps(dict(config={}, hash=f)))
-    monkeypatch.setattr(Pipeline, 'ae_hash', property(lambda self: 'ae'))
+    p._ae = SimpleNamespace(identity='ae')   # the miner's identity, as a finished erasing stage gives it
     seen = {}
     class Done:
         done, record = True, {}

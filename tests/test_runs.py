@@ -1,5 +1,5 @@
 "Run folders fail clearly: long ids, write errors, damaged or foreign files, symlinked stage folders; the worker count changes nothing."
-import errno, json, os, pytest
+import errno, json, pytest
 from pathlib import Path
 from aepsl.runs import atomic_write, check_id, save_arrays, write_json, read_json, Stage, RunFolder, StageConfigError
 
@@ -123,7 +123,6 @@ def test_saliency_registry(spec, tmp_path):
 
 @pytest.mark.parametrize('rule', ['ae', 'oh'])
 def test_pseudo_rule_registry(rule):
-    import numpy as np
     from aepsl.pseudo import PSEUDO_RULES, pseudo_label, pseudo_label_oh
     assert PSEUDO_RULES[rule] is dict(ae=pseudo_label, oh=pseudo_label_oh)[rule]
 

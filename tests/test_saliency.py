@@ -1,6 +1,5 @@
 "Saliency: background quality target, forest storage without pickle, external folders, the resumable stage."
 import numpy as np, pytest
-from pathlib import Path
 from PIL import Image
 from aepsl.data import SyntheticWSSS
 from aepsl.saliency import (unsupervised_saliency, BackgroundSweep, BG_THRESHOLD, SaliencyForest, predict_trees,
