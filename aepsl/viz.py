@@ -96,6 +96,14 @@ def _show_one(ax, x, cmap):
     elif a.ndim == 2: ax.imshow(a, cmap=cmap, vmin=0, vmax=1)
     else: ax.imshow(to_rgb(x))
 
+def _fit_label(label, # a row label (lines split at newlines)
+               height:float, # inches of the row it labels
+               fontsize:float)->str:
+    "`label` wrapped (at spaces) so that, written sideways, no line is longer than the row: a longer one would shrink every panel."
+    import textwrap
+    width = max(8, int(height * 72 / (0.6 * fontsize)))   # characters per line: an average glyph is about 0.6 em wide
+    return '\n'.join(textwrap.fill(l, width) if l else l for l in str(label).split('\n'))
+
 def show_grid(images, # list of images / label maps / heat maps (or a B×C×H×W tensor)
               titles:list=None, # one title per image
               ncols:int=4, # images per row
@@ -120,7 +128,8 @@ def show_grid(images, # list of images / label maps / heat maps (or a B×C×H×W
         _show_one(ax, images[i], cmap)
         if titles is not None and str(titles[i]): ax.set_title(str(titles[i]), fontsize=fontsize)
         if row_labels is not None and i % ncols == 0:
-            ax.text(-0.05, 0.5, str(row_labels[i // ncols]), transform=ax.transAxes, rotation=90, ha='right', va='center', fontsize=fontsize)
+            ax.text(-0.05, 0.5, _fit_label(row_labels[i // ncols], fig.get_size_inches()[1] / nrows, fontsize),
+                    transform=ax.transAxes, rotation=90, ha='right', va='center', fontsize=fontsize)
     fig.tight_layout()
     return fig
 
