@@ -870,8 +870,7 @@ def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes 
                    **{k: v for k, v in q.items() if k != 'step'}) for s, q in zip(steps, quality)]
     for r in report: run.log.info(json.dumps(r))
     ae.write_pseudo_objects()
-    fig = ae.show_steps(idx=range(min(3, len(trn.ids))))
-    from aepsl.runs import atomic_write
-    atomic_write(Path(out) / 'figures' / 'steps.png', lambda f: fig.savefig(f, format='png', dpi=80, bbox_inches='tight'))
+    from aepsl.viz import save_figure
+    save_figure(ae.show_steps(idx=range(min(3, len(trn.ids)))), Path(out) / 'figures' / 'steps.png', dpi=80)
     run.update_metrics(steps=report, steps_used=ae.n_used)
     run.log.info(f'{ae.n_used} steps used; mined label maps in {Path(out) / "pseudo_objects"}')

@@ -10,12 +10,12 @@ import numpy as np
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .runs import RunFolder, RUNTIME_KEYS, read_json, read_marker, atomic_write, is_main, measure, results_table
-from .train import init_distributed, barrier, load_checkpoint, set_seed, pick_device
+from .train import init_distributed, barrier, set_seed, pick_device
 from .voc import Splits, run_splits, data_fingerprint
 from .erasing import MINERS, PRESETS as AE_PRESETS
 from .config import pipeline_config, is_int
 from .psl import make_segnet, evaluate_predictions
-from .viz import save_label_png, load_label_png, show_grid, overlay_heatmap
+from .viz import save_label_png, load_label_png, show_grid, overlay_heatmap, save_figure
 
 # %% auto #0
 __all__ = ['STAGES', 'Pipeline']
@@ -145,8 +145,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
                                    **(dict(init=self.stage_hash(init)) if init else {})))   # the online term's settings: AE-PSL's alone
     if st.done: return dict(st.record, skipped=True)
     set_seed(c['seed'])
-    model = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights'])
-    if init: load_checkpoint(self.out / init / 'model.pt', model)
+    model = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights'], self.out / init / 'model.pt' if init else None)
     ds = SegDataset(self.trn, None if gt else self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
     watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
@@ -159,9 +158,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
 @patch
 def load_segnet(self:Pipeline, name:str='seg'):
     "A trained segmentation network of the run, in eval mode on the run's device."
-    m = make_segnet(self.cfg['seg_arch'], len(self.trn.classes), None)
-    load_checkpoint(self.out / name / 'model.pt', m)
-    return m.to(self.device).eval()
+    return make_segnet(self.cfg['seg_arch'], len(self.trn.classes), checkpoint=self.out / name / 'model.pt').to(self.device).eval()
 
 @patch
 def psl_network(self:Pipeline)->dict:
@@ -252,10 +249,7 @@ def evaluate(self:Pipeline)->dict:
             self.metrics = self.run.update_metrics(ladder=rows, final_mIoU=rows[-1]['mIoU'], flags=flags)
             if getattr(self.trn, 'has_masks', True):
                 self.metrics = self.run.update_metrics(train_quality=dict(erasing=self.ae.evaluate(), pseudo=read_marker(self.out / 'pseudo' / 'done.json')['quality']))
-            import matplotlib.pyplot as plt
-            fig = self.figure()
-            atomic_write(self.out / 'figures' / 'ladder.png', lambda f: fig.savefig(f, format='png', dpi=90, bbox_inches='tight'))
-            plt.close(fig)
+            save_figure(self.figure(), self.out / 'figures' / 'ladder.png')
             rec = dict(final_mIoU=rows[-1]['mIoU'])
         else: self.run.log.info(f"split {self.ev.split!r} has no masks: predictions written, nothing scored")
         rec = st.finish(**rec)

@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 from .data import seg_transforms, IMAGENET_MEAN, IMAGENET_STD
 from .viz import load_label_png, save_label_png
 from .metrics import SegMetric, mean_average_precision
-from .train import fit, make_optimizer, set_seed, amp_dtype, seeded_loader
+from .train import fit, make_optimizer, set_seed, amp_dtype, seeded_loader, load_checkpoint
 from .runs import Stage, check_id, Registry
 from .cam import eval_mode
 from .crf import crf_probs, crf_batch, crf_params
@@ -180,9 +180,13 @@ def _lite0(n_classes, weights=None):
 
 def make_segnet(arch:str, # a name in `SEGNETS`
                 n_classes:int, # C foreground classes
-                weights=None): # 'imagenet', a state-dict file, or None / 'none' (random initialisation; big networks only)
-    "A fresh segmentation network (with its classification branch) by name."
-    return SEGNETS(arch, n_classes, weights=None if weights == 'none' else weights)
+                weights=None, # 'imagenet', a state-dict file, or None / 'none' (random initialisation; big networks only)
+                checkpoint=None): # a trained network's `model.pt` (`aepsl.train.save_checkpoint`): loaded instead of `weights`
+    "A segmentation network (with its classification branch) by name: fresh, or the one `checkpoint` holds."
+    if checkpoint is not None: weights = None   # overwritten: never read (or download) the pretrained ones first
+    net = SEGNETS(arch, n_classes, weights=None if weights == 'none' else weights)
+    if checkpoint is not None: load_checkpoint(checkpoint, net)
+    return net
 
 # %% ../nbs/08_psl.ipynb #cc681fff
 def fit_seg(model, # a `SegNet`

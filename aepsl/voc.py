@@ -639,13 +639,11 @@ def main_synthetic(out:str='data/synth', # output folder: new, empty, or written
     write_json(Path(out) / 'aepsl_data.json', args)
     root = synthetic_voc(out, n_train, n_val, size, seed, sizes=sz, formats=fmts, variant=variant or None)
     ds = VOCWSSS(root, 'train')
-    import matplotlib.pyplot as plt
-    from aepsl.viz import colorize, show_grid
+    from aepsl.viz import colorize, show_grid, save_figure
     k = min(8, len(ds))
     fig = show_grid([ds.image(i) for i in range(k)] + [colorize(ds.mask(i)) for i in range(k)],
                     titles=['\n'.join(np.array(ds.classes)[ds.labels[i] > 0]) for i in range(k)] + [''] * k, ncols=k)
-    atomic_write(root / 'preview.png', lambda f: fig.savefig(f, format='png', dpi=80, bbox_inches='tight'), root)
-    plt.close(fig)
+    save_figure(fig, root / 'preview.png', dpi=80, root=root)
     gen = SyntheticWSSS(1, size, seed, sizes=sz, variant=variant or None)   # the generator's parameters, as used
     params = dict(size=size, sizes=[list(s) for s in gen.sizes] if gen.sizes else None, **gen.kwargs)
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
