@@ -49,7 +49,7 @@ def bench(name, model, layer_name, x, labels, repeats):
             ('pytorch_grad_cam GradCAM', timeit(lambda: lib_cams(model, layer, x, labels), repeats))]
     ref = rows[-1][1]
     print(f"\n{name}: batch {len(x)}×{tuple(x.shape[1:])}, {n} (image, class) maps per batch, median of {repeats}")
-    print(f"| method | s/batch | CAMs/s | speed-up vs pytorch_grad_cam |\n|---|---|---|---|")
+    print("| method | s/batch | CAMs/s | speed-up vs pytorch_grad_cam |\n|---|---|---|---|")
     for k, t in rows: print(f"| {k} | {t:.4f} | {n / t:.0f} | {ref / t:.1f}× |")
     return rows
 

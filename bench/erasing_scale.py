@@ -46,5 +46,5 @@ if __name__ == '__main__':
     n1, n2 = a.n, 2 * a.n
     print(f"\nmemory 2N/N: {res[n2]['peak_rss_mib'] / res[n1]['peak_rss_mib']:.3f} (target ≤ 1.10); "
           f"time 2N/N: {res[n2]['seconds'] / res[n1]['seconds']:.2f} (linear: 2)")
-    print(f"| images | wall time (s) | peak RSS (MiB) |\n|---|---|---|")
+    print("| images | wall time (s) | peak RSS (MiB) |\n|---|---|---|")
     for n in (n1, n2): print(f"| {n} | {res[n]['seconds']:.1f} | {res[n]['peak_rss_mib']:.0f} |")

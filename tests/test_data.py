@@ -331,7 +331,7 @@ def test_write_voc_refuses_path_ids(tmp_path, bad):
 def test_written_files_honour_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        root = small_voc(tmp_path / 'v', ['a', 'b'], labels=np.zeros((2, 20)), formats=('jpg', 'png'))
+        small_voc(tmp_path / 'v', ['a', 'b'], labels=np.zeros((2, 20)), formats=('jpg', 'png'))
         save_label_png(np.zeros((3, 3), np.uint8), tmp_path / 'one.png')
     finally: os.umask(old)
     files = [q for q in tmp_path.rglob('*') if q.is_file()]

@@ -1,0 +1,104 @@
+"""What bounds the harder variant's ladder from above? The `cpu` preset's segmentation network (`seg_small`) and four
+variants of it, each trained on the harder variant's ground-truth masks, scored on its val split.
+
+Usage: python bench/seg_ceiling.py [--work DIR] [--variants base,patience12,os8,pool,wide]
+
+The set is `bench/carry.py`'s harder variant (written under --work as carry.py writes it, or reused). Every network is
+trained as `Pipeline.train_seg(labels='gt')` trains the reference of carry.md: the same splits (10 % of the training
+split held out, seed 0), dataset mean pixel, recipe, epoch cap (60) and stopping rule (held-out cross-entropy, patience
+5, the rate lowered after 2 epochs without progress), unless the variant says otherwise:
+
+- base: `seg_small` as the preset builds it (output stride 4, a 53 px receptive field);
+- patience12: the same network given more time (patience 12, the rate lowered after 5);
+- os8: a stride-2 last block (output stride 8, a 77 px receptive field);
+- pool: image-level context (each location also sees the mean of the trunk's features, as DeepLab v3's image pooling);
+- wide: every layer twice as wide.
+
+Prints, and writes to bench/results/seg_ceiling.md and .json, each network's val mIoU, its epochs and whether it
+stopped by patience or the cap, beside the CAM rung of carry.json's hard run (read with each image's labels).
+--smoke is a seconds-long check of the script that never writes to bench/results."""
+import json, sys, time
+from pathlib import Path
+import numpy as np
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from carry import machine, parser, write_set
+
+class ImagePool(nn.Module):
+    "Each location's features, then the image's mean feature: every location sees which classes the image holds."
+    def forward(self, x): return torch.cat([x, x.mean((2, 3), keepdim=True).expand_as(x)], 1)
+
+def variant(name:str, n_classes:int):
+    "(network, stopping overrides, what it is)."
+    from aepsl.models import seg_small, small_cnn, largefov_head, SegNet
+    if name == 'base': return seg_small(n_classes), {}, "`seg_small`, the `cpu` preset's"
+    if name == 'patience12': return seg_small(n_classes), dict(patience=12, lr_patience=5), 'the same, patience 12 (rate lowered after 5)'
+    if name == 'os8': return seg_small(n_classes, strides=(1, 2, 1, 2, 1, 2)), {}, 'output stride 8 (last block strided)'
+    if name == 'wide': return seg_small(n_classes, widths=(32, 64, 64, 128, 128, 256), width=256), {}, 'every layer twice as wide'
+    if name == 'pool':
+        ref = seg_small(n_classes)
+        layers = list(small_cnn(n_classes).features) + [ImagePool()] + largefov_head(256, 128, 3, dropout=0, bn=True)
+        return SegNet(nn.Sequential(*layers), 128, n_classes, recipe=ref.recipe), {}, 'image pooling before the head'
+    raise SystemExit(f"unknown variant {name!r}")
+
+def main():
+    ap = parser(__doc__)
+    ap.add_argument('--work', default='runs/carry', help='folder of the sets (shared with bench/carry.py) and of these runs')
+    ap.add_argument('--variants', default='base,patience12,os8,pool,wide')
+    ap.add_argument('--smoke', action='store_true', help='a tiny set and 2 epochs: checks the script, writes nothing to bench/results')
+    a = ap.parse_args()
+    from aepsl.voc import run_splits
+    from aepsl.data import mean_pixel, pixel_std
+    from aepsl.runs import Stage
+    from aepsl.train import set_seed
+    from aepsl.models import receptive_field
+    from aepsl.psl import SegDataset, PSLLoss, seg_stage, seg_train_tfms, predict_stage, evaluate_predictions
+    work = Path(a.work)
+    n_train, n_val = (40, 10) if a.smoke else (1000, 200)
+    data = write_set(work / ('data_hard' if not a.smoke else 'smoke_data_hard'), 'hard', n_train, n_val)
+    out = work / ('seg_ceiling' if not a.smoke else 'smoke_seg_ceiling')
+    trn, hold, ev = run_splits(data, 'train', None, 'val', 0.1, 0)   # the pipeline's defaults: holdout_frac 0.1, seed 0
+    mean = mean_pixel(trn)
+    std = pixel_std(trn, mean)
+    rows = []
+    for name in a.variants.split(','):
+        set_seed(0)
+        net, stop, what = variant(name, len(trn.classes))
+        stop = dict(dict(patience=5, sched='plateau', lr_patience=2), **stop)
+        epochs = 2 if a.smoke else 60
+        st = Stage(out / name, dict(variant=name, epochs=epochs, **stop, data=str(data)))
+        t = time.time()
+        rec = seg_stage(st, net, SegDataset(trn, None, seg_train_tfms(net.recipe, mean, std)), PSLLoss(psl=False), held=hold,
+                        mean=mean, std=std, epochs=epochs, bs=16, seed=0, num_workers=0, device='cpu', progress=False, **stop)
+        pred = Stage(out / f'{name}_pred', dict(model=st.hash))
+        predict_stage(net.eval(), ev, pred, (1.0,), False, crf=None, mean=mean, std=std, progress=False)
+        r = evaluate_predictions(out / f'{name}_pred', ev)
+        rows.append(dict(variant=name, what=what, params=sum(p.numel() for p in net.parameters()),
+                         receptive_field=receptive_field(net, 161), mIoU=r['mIoU'], epochs=rec['epochs'], cap=epochs,
+                         stopped_by=rec['stopped_by'], best_epoch=rec['best_epoch'], seconds=round(time.time() - t)))
+        print(rows[-1], flush=True)
+    cam = None
+    carry = HERE / 'results' / 'carry.json'
+    if carry.is_file():
+        cam = next((x['mIoU'] for x in json.loads(carry.read_text())['sets']['hard']['ladder'] if x['rung'] == 'CAM'), None)
+    lines = [f"`python bench/seg_ceiling.py --work {a.work}`", '',
+             f"Machine: {machine()['platform']}; {machine()['cpu']}, {machine()['cpu_count']} cores; torch {machine()['torch']}", '',
+             f"The harder variant ({n_train} + {n_val} images); each network trained on the training split's ground-truth masks "
+             f"(10 % held out to stop it), mIoU (%) on val. The hard run's CAM rung (carry.json, read with each image's labels): "
+             f"{cam if cam is not None else '–'}.", '',
+             '| variant | network | parameters | receptive field (px) | val mIoU | epochs (cap) | stopped by | seconds |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        rf = 'whole image' if r['receptive_field'] >= 161 else r['receptive_field']
+        lines.append(f"| {r['variant']} | {r['what']} | {r['params']:,} | {rf} | {r['mIoU']:.2f} | {r['epochs']} ({r['cap']}) | "
+                     f"{r['stopped_by']} | {r['seconds']} |")
+    md = '\n'.join(lines) + '\n'
+    print(md)
+    dest = out if a.smoke else HERE / 'results'
+    (dest / 'seg_ceiling.md').write_text(md)
+    (dest / 'seg_ceiling.json').write_text(json.dumps(dict(machine=machine(), cam_rung=cam, rows=rows), indent=1) + '\n')
+
+if __name__ == '__main__': main()
