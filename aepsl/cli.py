@@ -6,7 +6,7 @@
 from __future__ import annotations
 import sys
 from pathlib import Path
-from fastcore.script import call_parse
+from fastcore.script import call_parse, Param, bool_arg
 from .runs import write_json, read_json, is_main, results_table
 from .train import init_distributed, barrier
 from .voc import synthetic_voc
@@ -27,7 +27,6 @@ def _run_overrides(**flags)->dict:
     "`pipeline_config` overrides from `aepsl_run`'s flags: unset flags dropped, 'none' weights kept (random initialisation)."
     ov = {k: v for k, v in flags.items() if v is not None}
     if 'test_scales' in ov: ov['test_scales'] = _floats(ov['test_scales'])
-    if not ov.get('test_prohibit', True): del ov['test_prohibit']   # unset: the preset's
     return ov
 
 def _interrupted(when:str):
@@ -71,7 +70,8 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               psl_weight:float=None, # λ of the online-label (PSL) term, > 0
               psl_warmup:float=None, # ramp λ up over this many epochs (0, the paper's, in every preset: cpu starts AE-PSL from AE-SSL's network, psl_init; --settings psl_init=seg_weights starts it as the paper does)
               test_scales:str=None, # test-time scales, comma-separated, e.g. 1,0.75,1.25
-              test_prohibit:bool=False, # weight test-time scores by the network's own classification branch, [1, v] ⊗ f
+              test_prohibit:Param("weight test-time scores by the network's own classification branch, [1, v] ⊗ f: "
+                                  "--test_prohibit alone or 'true' turns it on, 'false' off (cpu: on)", bool_arg, nargs='?', const=True)=None,
               crf:str=None, # DenseCRF preset of aepsl.crf: deeplab, psa, sec, irn
               seed:int=None, # seed
               device:str=None, # cuda, mps or cpu (default: the best available; under torchrun, this rank's GPU)

@@ -22,7 +22,7 @@ PIPELINE_PRESETS = dict(
     cpu=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
              seg_arch='seg_small', seg_weights=None, seg_epochs=60, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_ssl', psl_rho=0.9,
              seg_patience=5, seg_sched='plateau', seg_lr_patience=2,
-             test_scales=(1.0,), test_flip=False, test_prohibit=False, crf='deeplab', crf_workers=0, seed=0,
+             test_scales=(1.0,), test_flip=False, test_prohibit=True, crf='deeplab', crf_workers=0, seed=0,
              train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
     photos=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
                 seg_arch='lite0_seg', seg_weights='imagenet', seg_epochs=60, seg_bs=10, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_weights', psl_rho=0.9,

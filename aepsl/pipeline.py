@@ -150,7 +150,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
     return seg_stage(st, model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup']),
-                     held=held if watch else None, branch_on=self.hold if psl else None, mean=mean, std=std,   # is v fit to prohibit?
+                     held=held if watch else None, branch_on=None if gt else self.hold, mean=mean, std=std,   # is v fit to prohibit?
                      epochs=c['seg_epochs'], bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers,
                      device=self.device, progress=self.progress, **{k: v for k, v in stop.items() if v is not None})
 
@@ -196,6 +196,7 @@ def ladder(self:Pipeline)->list:
                      what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
     net = self.psl_network()['net']   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
     psl = 'segmentation net with PSL' if net == 'seg' else "AE-SSL's network (AE-PSL's did not hold on the held-out images)"
+    if self.cfg['test_prohibit']: psl += ', scores weighted by its branch, [1, v] ⊗ f'
     for rung, folder, what, used in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only', 'seg_ssl'),
                                      ('AE-PSL', 'pred', psl, net), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF', net)):
         rows.append(dict(rung=rung, what=what, mIoU=evaluate_predictions(self.out / folder, ev)['mIoU'], folder=folder, network=used))
@@ -212,7 +213,8 @@ def flags(self:Pipeline, rows:list)->list:
     on = {x['rung']: x['mIoU_pseudo_pixels'] for x in rows if 'mIoU_pseudo_pixels' in x and (x['rung'], x['network']) != ('AE-PSL', 'seg_ssl')}
     recs = [read_marker(self.out / n / 'done.json') for n in ('seg_ssl', 'seg')]
     return self.ae.flags([x['mIoU'] for x in rows if ' step ' in x['rung']]) + \
-           seg_flags({x['rung']: x['mIoU'] for x in rows}, on, *recs, rho=c['psl_rho'], patience=c['seg_patience'], epochs=c['seg_epochs'])
+           seg_flags({x['rung']: x['mIoU'] for x in rows}, on, *recs, rho=c['psl_rho'], patience=c['seg_patience'], epochs=c['seg_epochs'],
+                     net=self.psl_network()['net'], prohibit=c['test_prohibit'])
 
 # %% ../nbs/09_pipeline.ipynb #fdf591c1
 @patch

@@ -419,12 +419,15 @@ def branch_map(model, # a `SegNet`
 
 def weak_branch(mAP:float, # the branch's held-out mAP (`branch_map`)
                 threshold:float=MIN_BRANCH_MAP, # the lowest mAP at which [1, v] is trusted
+                network:str=None, # the network whose branch it is, for the message (e.g. 'seg_ssl')
                )->str|None: # a warning naming both numbers, or None when the branch is strong enough
-    "Why the branch's [1, v] weighting should not be trusted, or None."
-    if not math.isfinite(mAP): return f"the classification branch's mAP is {mAP}: no held-out image has a positive label"
+    "Why the branch's [1, v] weighting of the predictions should not be trusted, or None."
+    who = 'the classification branch' + (f' of the {network} network' if network else '')
+    if not math.isfinite(mAP): return f"{who} has mAP {mAP}: no held-out image has a positive label"
     if mAP < threshold:
-        return (f"the classification branch reaches only {100 * mAP:.1f} % held-out mAP (< {100 * threshold:.0f} %): its scores v "
-                f"are too weak for [1, v] weighting; leave test-time prohibition off (test_prohibit=False)")
+        return (f"{who} reaches only {100 * mAP:.1f} % held-out mAP (< {100 * threshold:.0f} %): its scores v may rule out classes "
+                f"the images hold, and the predictions are weighted by them (test_prohibit=True): check the AE-PSL rungs "
+                f"against test_prohibit=False (--test_prohibit false)")
 
 # %% ../nbs/08_psl.ipynb #6d0081bb
 def seg_stage(stage:Stage, # the network's stage (config chosen by the caller): `train.pt`, `model.pt`, `history.json`, `done.json`
@@ -482,6 +485,8 @@ def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL
               rho:float|None=0.9, # `psl_kept`'s bound
               patience:int|None=5, # the networks' early-stopping patience; None: trained to the cap by design
               epochs:int=None, # their epoch cap, for the message
+              net:str='seg', # the network the AE-PSL rungs use: 'seg', or 'seg_ssl' where AE-PSL's was not kept
+              prohibit:bool=True, # whether its predictions are weighted by its branch, [1, v] (`test_prohibit`)
              )->list: # messages
     "What the segmentation stages must tell their user: a rung below the one before, a network below its pseudo labels, a weak branch, AE-PSL not kept, a cap that bound."
     out, r = [], rungs
@@ -494,7 +499,8 @@ def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL
             out.append(f"{rung} ({v:.2f} on the pixels the pseudo labels label) is below its pseudo labels ({r['pseudo labels']:.2f}): the "
                        f"network did not learn them well (a longer --seg_patience or --seg_epochs, or check --seg_lr); on images it never "
                        f"trained on, some gap is expected")
-    if (bm := psl_rec.get('branch_mAP')) is not None and (w := weak_branch(bm)): out.append(w)
+    used = ssl_rec if net == 'seg_ssl' else psl_rec   # the branch that weights the predictions, if any does
+    if prohibit and (bm := used.get('branch_mAP')) is not None and (w := weak_branch(bm, network=net)): out.append(w)
     if not (v := psl_kept(psl_rec, ssl_rec, rho))['kept']:
         out.append(f"AE-PSL's network was not kept: {v['why']}: its online labels unlearned what the pseudo labels teach, as where "
                    f"the network does not recognise the classes (see 08_psl); the AE-PSL rungs are AE-SSL's network "

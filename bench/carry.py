@@ -6,7 +6,7 @@ Usage: python bench/carry.py [--work DIR] [--n_train 1000 --n_val 200]
 Writes both sets in VOC layout under --work (the built-in one at the demo's size, `aepsl.cli.DEMO`), runs
 `aepsl.cli.aepsl_run(data=..., out=..., config='cpu')` on each, and prints, and writes to bench/results/carry.md and
 carry.json: the two ladders (mIoU of every rung, and the same segmentation network trained on the ground-truth masks as
-the reference; and the AE-PSL rungs' network with `test_prohibit=True`, the check that default waits for), how each
+the reference; and the AE-PSL rungs' network with the other setting of `test_prohibit`, the check of that default), how each
 erasing classifier and each segmentation network stopped
 (patience or the epoch cap, from the run folder), and the machine. Rerunning reuses finished sets and runs
 (`aepsl_run` resumes its own run folder). --smoke and --override are for checking this script only: they change the
@@ -91,22 +91,23 @@ def ladder(run:Path)->list:
 def reference(data:Path, run:Path, ov:dict)->list:
     """The same segmentation network, trained the same way on the training split's ground-truth masks (stopped on the
     held-out images' masks): `Pipeline.train_seg(labels='gt')` and `Pipeline.predict` in the run folder, as `seg_gt/`,
-    `pred_gt/` and `pred_gt_crf/` (resumable like the run's own stages); and AE-PSL's network with its scores weighted
-    by its classification branch, [1, v] ⊗ f (`test_prohibit=True`, off by default), as `pred_prohibit/` and
-    `pred_prohibit_crf/`. The evaluation split is read only to score."""
+    `pred_gt/` and `pred_gt_crf/` (resumable like the run's own stages); and AE-PSL's network with the other setting of
+    `test_prohibit` (its scores weighted by its classification branch, [1, v] ⊗ f, or not; the `cpu` preset weights) as
+    `pred_other/` and `pred_other_crf/`. The evaluation split is read only to score."""
     from aepsl.pipeline import Pipeline, evaluate_predictions
     p = Pipeline(str(data), str(run), 'cpu', progress=False, **ov)
     p.erasing()   # finished: it only reads the steps (the later stages need its statistics)
     p.train_seg('seg_gt', psl=False, labels='gt')
     p.predict('pred_gt', 'seg_gt')
     p.predict('pred_gt_crf', 'seg_gt', crf=True)
-    net = p.psl_network()['net']   # AE-PSL's network as the run chose it, its scores weighted by its own branch:
-    p.predict('pred_prohibit', net, prohibit=True)   # the check `test_prohibit` waits for (it stays off by default)
-    p.predict('pred_prohibit_crf', net, crf=True, prohibit=True)
+    net, other = p.psl_network()['net'], not p.cfg['test_prohibit']   # AE-PSL's network as the run chose it, the other setting:
+    p.predict('pred_other', net, prohibit=other)   # the check of the default
+    p.predict('pred_other_crf', net, crf=True, prohibit=other)
+    how = 'weighted by [1, v] (test_prohibit=True)' if other else 'not weighted by [1, v] (test_prohibit=False)'
     return [dict(rung=f'ground truth (reference){c}', mIoU=evaluate_predictions(run / f, p.ev)['mIoU'])
             for f, c in (('pred_gt', ''), ('pred_gt_crf', ' + CRF'))] + \
-           [dict(rung=f'AE-PSL, scores weighted by [1, v] (test_prohibit=True){c}', mIoU=evaluate_predictions(run / f, p.ev)['mIoU'])
-            for f, c in (('pred_prohibit', ''), ('pred_prohibit_crf', ' + CRF'))]
+           [dict(rung=f'AE-PSL, scores {how}{c}', mIoU=evaluate_predictions(run / f, p.ev)['mIoU'])
+            for f, c in (('pred_other', ''), ('pred_other_crf', ' + CRF'))]
 
 CLIMB = ('CAM', 'AE', 'AE-SSL', 'AE-PSL', 'AE-PSL + CRF')
 
@@ -208,8 +209,8 @@ def main(argv=None):
                       f"`aepsl_run --config cpu` with {'the overrides above' if ov else 'no other flag'}; mIoU (%) on each set's "
                       "val split. Seconds of `aepsl_run`'s stages (metrics.json, this machine): " + ', '.join(f"{k} {v['run_seconds']:.0f} s" for k, v in res.items())
                       + "; the reference rows: the same `seg_small`, recipe and stopping rule, trained on the training split's masks "
-                        "(`Pipeline.train_seg(labels='gt')`); the [1, v] rows: the AE-PSL rungs' network with its scores weighted by its "
-                        "classification branch (`test_prohibit=True`; off by default).", '',
+                        "(`Pipeline.train_seg(labels='gt')`); the AE-PSL rows: with the `cpu` preset's `test_prohibit` (its network's scores "
+                        "weighted by its classification branch, [1, v] ⊗ f), and the same network with the other setting.", '',
                       table(res), ''])
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix('.md').write_text(text)

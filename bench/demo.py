@@ -1,9 +1,11 @@
 """Time `aepsl_demo` (defaults, fresh run folder each time) and record its results for the README.
 Usage: python bench/demo.py [--runs 3] [--keep DIR]
 Each run is a fresh process on a fresh folder; writes bench/results/demo.md: the machine, the wall time of every run
-and their median, whether the runs' ladders agree, and the last run's results.md (the table `aepsl_demo` prints)."""
+and their median, whether the runs' ladders agree, and the last run's results.md (the table `aepsl_demo` prints); and
+copies the last run's figures/ladder.png to nbs/images/demo_ladder.png, the figure the README shows."""
 import argparse, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
+from aepsl.runs import atomic_write
 
 def machine():
     import torch
@@ -25,6 +27,8 @@ if __name__ == '__main__':
     ap.add_argument('--runs', type=int, default=3, help='number of timed runs (median reported)')
     ap.add_argument('--keep', default=None, help='folder for the run folders (default: a temporary one)')
     ap.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'demo.md'), help='where to write the record')
+    ap.add_argument('--figure', default=str(Path(__file__).parent.parent / 'nbs' / 'images' / 'demo_ladder.png'),
+                    help="where to copy the last run's figures/ladder.png ('' : nowhere)")
     a = ap.parse_args()
     if a.runs < 1: sys.exit('--runs must be ≥ 1')
     root = Path(a.keep or tempfile.mkdtemp(prefix='aepsl_demo_bench_'))
@@ -47,4 +51,5 @@ if __name__ == '__main__':
                       '', 'The last run\'s `results.md`:', '', results.strip(), ''])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(text)
+    if a.figure: atomic_write(a.figure, lambda f: shutil.copyfile(out / 'figures' / 'ladder.png', f))
     print(text)

@@ -84,7 +84,8 @@ def one_seed(data:Path, out:Path, seed:int, ov:dict)->dict:
     m = read_json(out / 'metrics.json')
     curves = {key: [h.get('valid_mIoU') for h in read_json(out / net / 'history.json')] for key, net, _ in METHODS}
     return dict(seed=seed, run=str(out), rows=rows, ae_steps=p.ae.n_used, pseudo_quality=m['train_quality']['pseudo'],
-                psl_kept=p.psl_network(), ladder_final=m['final_mIoU'], curves=curves, seconds=round(time.time() - t, 1))
+                psl_kept=p.psl_network(), ladder_final=m['final_mIoU'], test_prohibit=p.cfg['test_prohibit'],
+                curves=curves, seconds=round(time.time() - t, 1))
 
 
 def throughput(data:Path, run:Path, steps:int, repeats:int=3)->list:
@@ -157,12 +158,12 @@ def markdown(res:dict)->str:
           '| method | mIoU | + CRF | % of the upper bound (+ CRF) | + CRF, prohibited by [1, v] |', '|---|---|---|---|---|']
     f = lambda r, c: f"{r[c]:.2f} ({', '.join(f'{x:.1f}' for x in r[c + '_seeds'])})" if c in r else '–'
     md += [f"| {r['method']} | {f(r, 'mIoU')} | {f(r, 'mIoU_crf')} | {r['pct_of_full_crf']} | {f(r, 'mIoU_crf_prohibit')} |" for r in res['table']]
-    md += ['', '| seed | AE steps used | pseudo labels: mIoU / coverage / precision (training, %) | AE-PSL kept by the run | the run\'s final rung (AE-PSL + CRF) |',
+    md += ['', '| seed | AE steps used | pseudo labels: mIoU / coverage / precision (training, %) | AE-PSL kept by the run | the run\'s final rung (AE-PSL + CRF; [1, v]: weighted, test_prohibit) |',
            '|---|---|---|---|---|']
     for r in res['runs']:
         q = r['pseudo_quality'] or {}
         md.append(f"| {r['seed']} | {r['ae_steps']} | {q.get('miou', '–')} / {q.get('coverage', '–')} / {q.get('precision', '–')} | "
-                  f"{'yes' if r['psl_kept']['kept'] else 'no'} ({r['psl_kept']['why']}) | {r['ladder_final']} |")
+                  f"{'yes' if r['psl_kept']['kept'] else 'no'} ({r['psl_kept']['why']}) | {r['ladder_final']}{' ([1, v])' if r.get('test_prohibit') else ''} |")
     if res.get('throughput'):
         md += ['', '| training (seg_small, pseudo labels) | images/s (median) | overhead vs the bare loop (%) | runs |', '|---|---|---|---|']
         md += [f"| {r['setting']} | {r['images_per_s']} | {r['overhead_pct']} | {', '.join(map(str, r['runs']))} |" for r in res['throughput']]

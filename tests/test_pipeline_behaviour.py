@@ -35,7 +35,7 @@ def run(data, out, stop_after=None, **kw):
 
 @pytest.fixture(scope='module')
 def run_x(data, tmp_path_factory):
-    "The reference: uninterrupted, evaluated on 'val', no prohibition."
+    "The reference: uninterrupted, evaluated on 'val', with the cpu preset's test-time prohibition ([1, v])."
     out = tmp_path_factory.mktemp('x') / 'run'
     run(data, out)
     return out
@@ -67,10 +67,10 @@ def run_y(data, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def run_z(data, tmp_path_factory):
-    "Evaluated on 'test' (not the held-out 'val'), with test-time prohibition; the masks read by the evaluation stage are recorded."
+    "Evaluated on 'test' (not the held-out 'val'), without test-time prohibition; the masks read by the evaluation stage are recorded."
     out = tmp_path_factory.mktemp('z') / 'run'
-    run(data, out, 'pred_crf', eval_split='test', test_prohibit=True)
-    p = Pipeline(data, out, 'cpu', device='cpu', progress=False, eval_split='test', test_prohibit=True, **TINY)   # checks every mask
+    run(data, out, 'pred_crf', eval_split='test', test_prohibit=False)
+    p = Pipeline(data, out, 'cpu', device='cpu', progress=False, eval_split='test', test_prohibit=False, **TINY)   # checks every mask
     reads, real = [], VOCWSSS.mask
     def spy(self, i, *a, **k):
         reads.append((self.split, self.ids[i]))
@@ -127,9 +127,9 @@ def test_prohibit_changes_predictions_of_the_same_network(data, run_x, run_z):
     out, _ = run_z
     a, b = weights(run_x), weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)   # the same trained network (the evaluation split does not feed training)
-    assert read_json(out / 'config.json')['test_prohibit'] is True
-    assert read_json(out / 'pred' / 'done.json')['config']['prohibit'] is True
-    assert read_json(run_x / 'pred' / 'done.json')['config']['prohibit'] is False
+    assert read_json(out / 'config.json')['test_prohibit'] is False and read_json(run_x / 'config.json')['test_prohibit'] is True
+    assert read_json(out / 'pred' / 'done.json')['config']['prohibit'] is False
+    assert read_json(run_x / 'pred' / 'done.json')['config']['prohibit'] is True   # the cpu preset's
     px, pz = labels(run_x / 'pred'), labels(out / 'pred')
     changed = [k for k in pz if not np.array_equal(px[k], pz[k])]
     assert changed, 'test_prohibit=True predicted exactly what test_prohibit=False did'
