@@ -196,9 +196,9 @@ def ladder(self:Pipeline)->list:
                      what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
     net = self.psl_network()['net']   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
     psl = 'segmentation net with PSL' if net == 'seg' else "AE-SSL's network (AE-PSL's did not hold on the held-out images)"
-    if self.cfg['test_prohibit']: psl += ', scores weighted by its branch, [1, v] ⊗ f'
-    for rung, folder, what, used in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only', 'seg_ssl'),
-                                     ('AE-PSL', 'pred', psl, net), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF', net)):
+    w = ', scores weighted by its branch, [1, v] ⊗ f' if self.cfg['test_prohibit'] else ''   # test-time prohibition
+    for rung, folder, what, used in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only' + w, 'seg_ssl'),
+                                     ('AE-PSL', 'pred', psl + w, net), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF', net)):
         rows.append(dict(rung=rung, what=what, mIoU=evaluate_predictions(self.out / folder, ev)['mIoU'], folder=folder, network=used))
         if folder != 'pred_crf':   # the networks where the pseudo labels label: comparable with the pseudo labels' row
             rows[-1]['mIoU_pseudo_pixels'] = evaluate_predictions(self.out / folder, ev, labelled_by=self.out / 'pseudo')['mIoU']
