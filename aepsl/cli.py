@@ -14,7 +14,7 @@ from .config import preset_and_overrides, parse_settings
 from .pipeline import Pipeline, STAGES
 
 # %% auto #0
-__all__ = ['DEMO', 'aepsl_run', 'aepsl_demo']
+__all__ = ['PROHIBIT_FLAG', 'DEMO', 'true_false_auto', 'aepsl_run', 'aepsl_demo']
 
 # %% ../nbs/09a_cli.ipynb #a854739c
 def _floats(s, key:str='test_scales'):
@@ -22,6 +22,13 @@ def _floats(s, key:str='test_scales'):
     if s is None: return None
     try: return tuple(float(v) for v in str(s).split(',') if v.strip())
     except ValueError: raise ValueError(f"{key}={s!r} must be comma-separated numbers, e.g. 1,0.75,1.25") from None
+
+def true_false_auto(v)->bool|str:
+    "`--test_prohibit`'s value: 'auto', or a boolean (true/false, yes/no, 1/0)."
+    return 'auto' if str(v).lower() == 'auto' else bool_arg(v)
+
+PROHIBIT_FLAG = Param("weight test-time scores by the network's own classification branch, [1, v] ⊗ f: alone or 'true': on; "
+                      "'false': off; 'auto': where the branch's held-out mAP ≥ 0.8 (cpu: auto)", true_false_auto, nargs='?', const=True)
 
 def _run_overrides(**flags)->dict:
     "`pipeline_config` overrides from `aepsl_run`'s flags: unset flags dropped, 'none' weights kept (random initialisation)."
@@ -70,8 +77,7 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               psl_weight:float=None, # λ of the online-label (PSL) term, > 0
               psl_warmup:float=None, # ramp λ up over this many epochs (0, the paper's, in every preset: cpu starts AE-PSL from AE-SSL's network, psl_init; --settings psl_init=seg_weights starts it as the paper does)
               test_scales:str=None, # test-time scales, comma-separated, e.g. 1,0.75,1.25
-              test_prohibit:Param("weight test-time scores by the network's own classification branch, [1, v] ⊗ f: "
-                                  "--test_prohibit alone or 'true' turns it on, 'false' off (cpu: on)", bool_arg, nargs='?', const=True)=None,
+              test_prohibit:PROHIBIT_FLAG=None, # (a flag with an optional value: see PROHIBIT_FLAG)
               crf:str=None, # DenseCRF preset of aepsl.crf: deeplab, psa, sec, irn
               seed:int=None, # seed
               device:str=None, # cuda, mps or cpu (default: the best available; under torchrun, this rank's GPU)

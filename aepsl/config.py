@@ -22,7 +22,7 @@ PIPELINE_PRESETS = dict(
     cpu=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
              seg_arch='seg_small', seg_weights=None, seg_epochs=60, seg_bs=16, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_ssl', psl_rho=0.9,
              seg_patience=5, seg_sched='plateau', seg_lr_patience=2,
-             test_scales=(1.0,), test_flip=False, test_prohibit=True, crf='deeplab', crf_workers=0, seed=0,
+             test_scales=(1.0,), test_flip=False, test_prohibit='auto', crf='deeplab', crf_workers=0, seed=0,
              train_split='train', holdout_split=None, holdout_frac=0.1, eval_split='val'),
     photos=dict(miner='ae', cam_threshold=0.5, saliency='unsupervised', pseudo_rule='ae', sal_scales=(50, 100, 200), w_contrast=0.3, bg_threshold=0.3,
                 seg_arch='lite0_seg', seg_weights='imagenet', seg_epochs=60, seg_bs=10, seg_lr=None, psl_weight=1.0, psl_warmup=0.0, psl_init='seg_weights', psl_rho=0.9,
@@ -92,8 +92,9 @@ def _check_pipeline(c:dict)->list:
         v = c[k]
         if not (isinstance(v, (tuple, list)) and len(v) and all(is_number(s) and s > 0 for s in v)):
             bad.append(f"{k}={v} must be one or more positive numbers")
-    for k in ('test_flip', 'test_prohibit'):
-        if not isinstance(c[k], (bool, np.bool_)): bad.append(f"{k}={c[k]!r} must be True or False")
+    if not isinstance(c['test_flip'], (bool, np.bool_)): bad.append(f"test_flip={c['test_flip']!r} must be True or False")
+    if not (isinstance(c['test_prohibit'], (bool, np.bool_)) or c['test_prohibit'] == 'auto'):
+        bad.append(f"test_prohibit={c['test_prohibit']!r} must be True, False or 'auto'")
     try: crf_params(c['crf'])
     except (ValueError, TypeError, KeyError) as e: bad.append(f"crf={c['crf']!r}: {e}")
     for k in ('crf_workers', 'seed'):

@@ -62,7 +62,7 @@ from .cam import cams_to_label_map
 from .crf import crf_params
 from .saliency import saliency_stage
 from .pseudo import pseudo_stage, pseudo_quality
-from .psl import SegDataset, PSLLoss, FolderMasks, seg_stage, seg_train_tfms, predict_stage, psl_kept, seg_flags
+from .psl import SegDataset, PSLLoss, FolderMasks, seg_stage, seg_train_tfms, predict_stage, psl_kept, seg_flags, use_prohibit
 
 # %% ../nbs/09_pipeline.ipynb #abaac165
 @patch
@@ -150,7 +150,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
     return seg_stage(st, model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup']),
-                     held=held if watch else None, branch_on=None if gt else self.hold, mean=mean, std=std,   # is v fit to prohibit?
+                     held=held if watch else None, branch_on=self.hold, mean=mean, std=std,   # is v fit to prohibit?
                      epochs=c['seg_epochs'], bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers,
                      device=self.device, progress=self.progress, **{k: v for k, v in stop.items() if v is not None})
 
@@ -171,9 +171,10 @@ def psl_network(self:Pipeline)->dict:
 def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred_crf'
             net:str, # trained network: 'seg_ssl' or 'seg' (`psl_network` chooses AE-PSL's)
             crf:bool=False, # refine with DenseCRF (`aepsl.crf`, preset `crf`)
-            prohibit:bool=None)->dict: # weight the scores by the network's branch, [1, v] ⊗ f; None: the config's `test_prohibit`
+            prohibit=None)->dict: # weight the scores by the network's branch, [1, v] ⊗ f: True, False, 'auto'; None: the config's
     "Stages 7–9: `aepsl.psl.predict_stage` on the evaluation split (test-time scales/flips, prohibition, DenseCRF)."
-    c, pro = self.cfg, self.cfg['test_prohibit'] if prohibit is None else prohibit
+    c = self.cfg   # 'auto': weighted where the network's held-out branch mAP is trusted (`aepsl.psl.use_prohibit`)
+    pro = use_prohibit(c['test_prohibit'] if prohibit is None else prohibit, read_marker(self.out / net / 'done.json').get('branch_mAP'))
     st = self.run.stage(name, dict(net=self.stage_hash(net), network=net, scales=c['test_scales'], flip=c['test_flip'], prohibit=pro,
                                    crf=crf_params(c['crf']) if crf else None, data=data_fingerprint(self.ev)))   # the widths, not only the name
     if st.done: return dict(st.record, skipped=True)
@@ -196,9 +197,9 @@ def ladder(self:Pipeline)->list:
                      what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
     net = self.psl_network()['net']   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
     psl = 'segmentation net with PSL' if net == 'seg' else "AE-SSL's network (AE-PSL's did not hold on the held-out images)"
-    w = ', scores weighted by its branch, [1, v] ⊗ f' if self.cfg['test_prohibit'] else ''   # test-time prohibition
-    for rung, folder, what, used in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only' + w, 'seg_ssl'),
-                                     ('AE-PSL', 'pred', psl + w, net), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF', net)):
+    w = lambda f: ', scores weighted by its branch, [1, v] ⊗ f' if read_marker(self.out / f / 'done.json')['config']['prohibit'] else ''
+    for rung, folder, what, used in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only' + w('pred_ssl'), 'seg_ssl'),
+                                     ('AE-PSL', 'pred', psl + w('pred'), net), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF', net)):
         rows.append(dict(rung=rung, what=what, mIoU=evaluate_predictions(self.out / folder, ev)['mIoU'], folder=folder, network=used))
         if folder != 'pred_crf':   # the networks where the pseudo labels label: comparable with the pseudo labels' row
             rows[-1]['mIoU_pseudo_pixels'] = evaluate_predictions(self.out / folder, ev, labelled_by=self.out / 'pseudo')['mIoU']
@@ -214,7 +215,7 @@ def flags(self:Pipeline, rows:list)->list:
     recs = [read_marker(self.out / n / 'done.json') for n in ('seg_ssl', 'seg')]
     return self.ae.flags([x['mIoU'] for x in rows if ' step ' in x['rung']]) + \
            seg_flags({x['rung']: x['mIoU'] for x in rows}, on, *recs, rho=c['psl_rho'], patience=c['seg_patience'], epochs=c['seg_epochs'],
-                     net=self.psl_network()['net'], prohibit=c['test_prohibit'])
+                     net=self.psl_network()['net'], prohibit=c['test_prohibit'])   # 'auto': says why it did not weight
 
 # %% ../nbs/09_pipeline.ipynb #fdf591c1
 @patch

@@ -23,8 +23,8 @@ from .crf import crf_probs, crf_batch, crf_params
 __all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset',
            'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs',
            'scores_and_masks', 'seg_eval', 'FolderMasks', 'seg_scores', 'predict_stage', 'evaluate_folder',
-           'branch_scores', 'branch_map', 'weak_branch', 'seg_stage', 'psl_kept', 'seg_flags', 'evaluate_predictions',
-           'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
+           'branch_scores', 'branch_map', 'weak_branch', 'use_prohibit', 'seg_stage', 'psl_kept', 'seg_flags',
+           'evaluate_predictions', 'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
 
 # %% ../nbs/08_psl.ipynb #1492c912
 def prohibit(f:torch.Tensor, # B×(C+1)×H×W segmentation scores (softmax)
@@ -344,6 +344,8 @@ def predict_stage(model, # a `SegNet`
     from tqdm.auto import tqdm
     from aepsl.runs import is_main
     from aepsl.train import barrier
+    if not isinstance(test_prohibit, (bool, np.bool_)):   # 'auto' is decided by the caller (`use_prohibit`), never here
+        raise ValueError(f"predict_stage: test_prohibit={test_prohibit!r} must be True or False")
     if stage.check().done: return stage
     pos = {k: i for i, k in enumerate(ds.ids)}
     todo = [pos[k] for k in stage.share(ds.ids)]   # before the barrier: no rank has written yet, all agree on the shares
@@ -426,8 +428,16 @@ def weak_branch(mAP:float, # the branch's held-out mAP (`branch_map`)
     if not math.isfinite(mAP): return f"{who} has mAP {mAP}: no held-out image has a positive label"
     if mAP < threshold:
         return (f"{who} reaches only {100 * mAP:.1f} % held-out mAP (< {100 * threshold:.0f} %): its scores v may rule out classes "
-                f"the images hold, and the predictions are weighted by them (test_prohibit=True): check the AE-PSL rungs "
-                f"against test_prohibit=False (--test_prohibit false)")
+                f"the images hold")
+
+def use_prohibit(setting, # `test_prohibit`: True, False or 'auto'
+                 mAP:float|None, # the predicting network's held-out branch mAP (`branch_map`; None: not measured)
+                 threshold:float=MIN_BRANCH_MAP, # 'auto' weights from this mAP on
+                )->bool:
+    "Whether to weight a network's test-time scores by its branch, [1, v] ⊗ f: the setting, or for 'auto' whether `weak_branch` trusts it."
+    if setting == 'auto': return mAP is not None and weak_branch(mAP, threshold) is None
+    if not isinstance(setting, (bool, np.bool_)): raise ValueError(f"test_prohibit={setting!r}: True, False or 'auto'")
+    return bool(setting)
 
 # %% ../nbs/08_psl.ipynb #6d0081bb
 def seg_stage(stage:Stage, # the network's stage (config chosen by the caller): `train.pt`, `model.pt`, `history.json`, `done.json`
@@ -486,7 +496,7 @@ def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL
               patience:int|None=5, # the networks' early-stopping patience; None: trained to the cap by design
               epochs:int=None, # their epoch cap, for the message
               net:str='seg', # the network the AE-PSL rungs use: 'seg', or 'seg_ssl' where AE-PSL's was not kept
-              prohibit:bool=True, # whether its predictions are weighted by its branch, [1, v] (`test_prohibit`)
+              prohibit=True, # `test_prohibit`: True, False or 'auto' (weighted where the branch is trusted, `use_prohibit`)
              )->list: # messages
     "What the segmentation stages must tell their user: a rung below the one before, a network below its pseudo labels, a weak branch, AE-PSL not kept, a cap that bound."
     out, r = [], rungs
@@ -499,8 +509,11 @@ def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL
             out.append(f"{rung} ({v:.2f} on the pixels the pseudo labels label) is below its pseudo labels ({r['pseudo labels']:.2f}): the "
                        f"network did not learn them well (a longer --seg_patience or --seg_epochs, or check --seg_lr); on images it never "
                        f"trained on, some gap is expected")
-    used = ssl_rec if net == 'seg_ssl' else psl_rec   # the branch that weights the predictions, if any does
-    if prohibit and (bm := used.get('branch_mAP')) is not None and (w := weak_branch(bm, network=net)): out.append(w)
+    used = ssl_rec if net == 'seg_ssl' else psl_rec   # the branch that would weight the predictions
+    if prohibit is not False and (bm := used.get('branch_mAP')) is not None and (w := weak_branch(bm, network=net)):
+        out.append(w + (": the predictions are weighted by them all the same (test_prohibit=True); check the AE-PSL rungs against "
+                        "--test_prohibit false" if prohibit is True else
+                        ": so the predictions are not weighted by them (test_prohibit='auto'); --test_prohibit true weights them"))
     if not (v := psl_kept(psl_rec, ssl_rec, rho))['kept']:
         out.append(f"AE-PSL's network was not kept: {v['why']}: its online labels unlearned what the pseudo labels teach, as where "
                    f"the network does not recognise the classes (see 08_psl); the AE-PSL rungs are AE-SSL's network "

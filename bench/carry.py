@@ -6,7 +6,7 @@ Usage: python bench/carry.py [--work DIR] [--n_train 1000 --n_val 200]
 Writes both sets in VOC layout under --work (the built-in one at the demo's size, `aepsl.cli.DEMO`), runs
 `aepsl.cli.aepsl_run(data=..., out=..., config='cpu')` on each, and prints, and writes to bench/results/carry.md and
 carry.json: the two ladders (mIoU of every rung, and the same segmentation network trained on the ground-truth masks as
-the reference; and the AE-PSL rungs' network with the other setting of `test_prohibit`, the check of that default), how each
+the reference; and both with `test_prohibit` forced on and off, the check of the preset's 'auto'), how each
 erasing classifier and each segmentation network stopped
 (patience or the epoch cap, from the run folder), and the machine. Rerunning reuses finished sets and runs
 (`aepsl_run` resumes its own run folder). --smoke and --override are for checking this script only: they change the
@@ -72,7 +72,7 @@ def _stop(folder:Path, cap)->dict:
     if said is None and n and cap:   # not recorded: inferred from the epoch count and the cap
         said = f"{'cap' if n >= cap else 'patience'} (inferred: {n} of {cap} epochs)"
     return dict(folder=folder.name if folder.parent.name != 'cls' else f'cls/{folder.name}', epochs=n, cap=cap,
-                stopped_by=said, monitor=mon, best_epoch=best, best_value=value,
+                stopped_by=said, monitor=mon, best_epoch=best, best_value=value, branch_mAP=rec.get('branch_mAP') if isinstance(rec, dict) else None,
                 still_improving=bool(best and len(rows) > 1 and best == n and n >= (cap or 10**9)))
 
 def stops(run:Path)->list:
@@ -91,23 +91,26 @@ def ladder(run:Path)->list:
 def reference(data:Path, run:Path, ov:dict)->list:
     """The same segmentation network, trained the same way on the training split's ground-truth masks (stopped on the
     held-out images' masks): `Pipeline.train_seg(labels='gt')` and `Pipeline.predict` in the run folder, as `seg_gt/`,
-    `pred_gt/` and `pred_gt_crf/` (resumable like the run's own stages); and AE-PSL's network with the other setting of
-    `test_prohibit` (its scores weighted by its classification branch, [1, v] ⊗ f, or not; the `cpu` preset weights) as
-    `pred_other/` and `pred_other_crf/`. The evaluation split is read only to score."""
+    `pred_gt/` and `pred_gt_crf/` (resumable like the run's own stages), with the run's `test_prohibit`; then both
+    networks (the reference and the AE-PSL rungs') with `test_prohibit` forced on and off (scores weighted by the
+    network's classification branch, [1, v] ⊗ f, or not), as `pred_{gt,psl}_{on,off}[_crf]/`: the check of the
+    preset's 'auto'. The evaluation split is read only to score."""
     from aepsl.pipeline import Pipeline, evaluate_predictions
     p = Pipeline(str(data), str(run), 'cpu', progress=False, **ov)
     p.erasing()   # finished: it only reads the steps (the later stages need its statistics)
     p.train_seg('seg_gt', psl=False, labels='gt')
     p.predict('pred_gt', 'seg_gt')
     p.predict('pred_gt_crf', 'seg_gt', crf=True)
-    net, other = p.psl_network()['net'], not p.cfg['test_prohibit']   # AE-PSL's network as the run chose it, the other setting:
-    p.predict('pred_other', net, prohibit=other)   # the check of the default
-    p.predict('pred_other_crf', net, crf=True, prohibit=other)
-    how = 'weighted by [1, v] (test_prohibit=True)' if other else 'not weighted by [1, v] (test_prohibit=False)'
-    return [dict(rung=f'ground truth (reference){c}', mIoU=evaluate_predictions(run / f, p.ev)['mIoU'])
-            for f, c in (('pred_gt', ''), ('pred_gt_crf', ' + CRF'))] + \
-           [dict(rung=f'AE-PSL, scores {how}{c}', mIoU=evaluate_predictions(run / f, p.ev)['mIoU'])
-            for f, c in (('pred_other', ''), ('pred_other_crf', ' + CRF'))]
+    rows = [dict(rung=f'ground truth (reference){c}', mIoU=evaluate_predictions(run / f, p.ev)['mIoU'])
+            for f, c in (('pred_gt', ''), ('pred_gt_crf', ' + CRF'))]
+    for key, net, name in (('psl', p.psl_network()['net'], 'AE-PSL'), ('gt', 'seg_gt', 'ground truth (reference)')):
+        for pro in (True, False):
+            for crf in (False, True):
+                f = f"pred_{key}_{'on' if pro else 'off'}{'_crf' if crf else ''}"
+                p.predict(f, net, crf=crf, prohibit=pro)
+                rows.append(dict(rung=f"{name}, [1, v] {'on' if pro else 'off'}{' + CRF' if crf else ''}",
+                                 mIoU=evaluate_predictions(run / f, p.ev)['mIoU']))
+    return rows
 
 CLIMB = ('CAM', 'AE', 'AE-SSL', 'AE-PSL', 'AE-PSL + CRF')
 
@@ -137,13 +140,14 @@ def table(res:dict)->str:
     used = [next((r.get('network', '–') for r in res[n]['ladder'] if r['rung'] == 'AE-PSL'), '–') for n in names]
     lines.append("| network of the AE-PSL rungs (`psl_rho`: seg_ssl where AE-PSL did not hold on the held-out images) | "
                  + ' | '.join(f'`{u}`' for u in used) + ' |')
-    lines += ['', '| set | network | epochs | cap | stopped by | best epoch (monitor there) |', '|---|---|---|---|---|---|']
+    lines += ['', '| set | network | epochs | cap | stopped by | best epoch (monitor there) | branch mAP (held out) |', '|---|---|---|---|---|---|---|']
     for n in names:
         for s in res[n]['stops']:
             flag = ' — still improving at the cap' if s['still_improving'] else ''
+            bm = f"{s['branch_mAP']:.3f}" if isinstance(s.get('branch_mAP'), float) else '–'
             lines.append(f"| {n} | {s['folder']} | {s['epochs']} | {s['cap']} | {s['stopped_by']}{flag} | "
-                         f"{s['best_epoch']} ({s['monitor']} {s['best_value']:.3f}) |" if isinstance(s.get('best_value'), float) else
-                         f"{s['best_epoch']} ({s['monitor']}) |")
+                         + (f"{s['best_epoch']} ({s['monitor']} {s['best_value']:.3f})" if isinstance(s.get('best_value'), float) else
+                            f"{s['best_epoch']} ({s['monitor']})") + f" | {bm} |")
     lines += ['', '| set | every network stopped by patience | CAM < AE < AE-SSL ≤ AE-PSL ≤ AE-PSL + CRF | AE-PSL + CRF, % of the reference + CRF (bar: 90) |',
               '|---|---|---|---|']
     for n in names:
@@ -209,8 +213,9 @@ def main(argv=None):
                       f"`aepsl_run --config cpu` with {'the overrides above' if ov else 'no other flag'}; mIoU (%) on each set's "
                       "val split. Seconds of `aepsl_run`'s stages (metrics.json, this machine): " + ', '.join(f"{k} {v['run_seconds']:.0f} s" for k, v in res.items())
                       + "; the reference rows: the same `seg_small`, recipe and stopping rule, trained on the training split's masks "
-                        "(`Pipeline.train_seg(labels='gt')`); the AE-PSL rows: with the `cpu` preset's `test_prohibit` (its network's scores "
-                        "weighted by its classification branch, [1, v] ⊗ f), and the same network with the other setting.", '',
+                        "(`Pipeline.train_seg(labels='gt')`); the ladder's rows use the `cpu` preset's `test_prohibit='auto'` (a network's "
+                        "scores weighted by its classification branch, [1, v] ⊗ f, where the branch's held-out mAP is ≥ 0.8); the rows "
+                        "'[1, v] on/off' force it for the AE-PSL rungs' network and the reference.", '',
                       table(res), ''])
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix('.md').write_text(text)

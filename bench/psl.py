@@ -84,7 +84,7 @@ def one_seed(data:Path, out:Path, seed:int, ov:dict)->dict:
     m = read_json(out / 'metrics.json')
     curves = {key: [h.get('valid_mIoU') for h in read_json(out / net / 'history.json')] for key, net, _ in METHODS}
     return dict(seed=seed, run=str(out), rows=rows, ae_steps=p.ae.n_used, pseudo_quality=m['train_quality']['pseudo'],
-                psl_kept=p.psl_network(), ladder_final=m['final_mIoU'], test_prohibit=p.cfg['test_prohibit'],
+                psl_kept=p.psl_network(), ladder_final=m['final_mIoU'], test_prohibit=read_marker(out / 'pred_crf' / 'done.json')['config']['prohibit'],
                 curves=curves, seconds=round(time.time() - t, 1))
 
 

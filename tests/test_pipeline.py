@@ -179,7 +179,7 @@ def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
     from aepsl.voc import Splits
     from aepsl.saliency import saliency_stage, read_saliency_png
     from aepsl.pseudo import pseudo_stage
-    from aepsl.psl import predict_stage, evaluate_folder
+    from aepsl.psl import predict_stage, evaluate_folder, use_prohibit
     from aepsl.runs import Stage
     from aepsl.viz import load_label_png
     out = run_a[0]
@@ -197,7 +197,8 @@ def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
     psl = p.psl_network()['net']   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
     for name, net, crf in (('pred_ssl', 'seg_ssl', None), ('pred', psl, None), ('pred_crf', psl, c['crf'])):
         st = predict_stage(p.load_segnet(net), ev, Stage(tmp_path / name, {}), c['test_scales'], c['test_flip'], crf=crf,
-                           crf_workers=0, mean=mean, std=std, progress=False, test_prohibit=c['test_prohibit'])
+                           crf_workers=0, mean=mean, std=std, progress=False,
+                           test_prohibit=use_prohibit(c['test_prohibit'], read_json(out / net / 'done.json').get('branch_mAP')))
         assert same(out / name, st.folder, ev.ids, load_label_png), name
     assert round(100 * float(evaluate_folder(ev, out / 'pred_crf').miou), 2) == m['final_mIoU']
     rungs = [r['rung'] for r in m['ladder']]

@@ -35,7 +35,7 @@ def run(data, out, stop_after=None, **kw):
 
 @pytest.fixture(scope='module')
 def run_x(data, tmp_path_factory):
-    "The reference: uninterrupted, evaluated on 'val', with the cpu preset's test-time prohibition ([1, v])."
+    "The reference: uninterrupted, evaluated on 'val', with the cpu preset's test-time prohibition ('auto': [1, v] where the branch is trusted)."
     out = tmp_path_factory.mktemp('x') / 'run'
     run(data, out)
     return out
@@ -66,11 +66,11 @@ def run_y(data, tmp_path_factory):
     return out
 
 @pytest.fixture(scope='module')
-def run_z(data, tmp_path_factory):
-    "Evaluated on 'test' (not the held-out 'val'), without test-time prohibition; the masks read by the evaluation stage are recorded."
-    out = tmp_path_factory.mktemp('z') / 'run'
-    run(data, out, 'pred_crf', eval_split='test', test_prohibit=False)
-    p = Pipeline(data, out, 'cpu', device='cpu', progress=False, eval_split='test', test_prohibit=False, **TINY)   # checks every mask
+def run_z(data, run_x, tmp_path_factory):
+    "Evaluated on 'test' (not the held-out 'val'), with the other test-time prohibition than run_x's; the masks read by the evaluation stage are recorded."
+    out, other = tmp_path_factory.mktemp('z') / 'run', not read_json(run_x / 'pred' / 'done.json')['config']['prohibit']
+    run(data, out, 'pred_crf', eval_split='test', test_prohibit=other)
+    p = Pipeline(data, out, 'cpu', device='cpu', progress=False, eval_split='test', test_prohibit=other, **TINY)   # checks every mask
     reads, real = [], VOCWSSS.mask
     def spy(self, i, *a, **k):
         reads.append((self.split, self.ids[i]))
@@ -127,9 +127,11 @@ def test_prohibit_changes_predictions_of_the_same_network(data, run_x, run_z):
     out, _ = run_z
     a, b = weights(run_x), weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)   # the same trained network (the evaluation split does not feed training)
-    assert read_json(out / 'config.json')['test_prohibit'] is False and read_json(run_x / 'config.json')['test_prohibit'] is True
-    assert read_json(out / 'pred' / 'done.json')['config']['prohibit'] is False
-    assert read_json(run_x / 'pred' / 'done.json')['config']['prohibit'] is True   # the cpu preset's
+    assert read_json(run_x / 'config.json')['test_prohibit'] == 'auto'   # the cpu preset's, decided by the branch's held-out mAP:
+    pred = read_json(run_x / 'pred' / 'done.json')['config']   # the network the AE-PSL rungs used, and its branch's held-out mAP
+    bm, pro = read_json(run_x / pred['network'] / 'done.json')['branch_mAP'], pred['prohibit']
+    assert pro == (bm >= 0.8), (bm, pro)
+    assert read_json(out / 'config.json')['test_prohibit'] is (not pro) and read_json(out / 'pred' / 'done.json')['config']['prohibit'] is (not pro)
     px, pz = labels(run_x / 'pred'), labels(out / 'pred')
     changed = [k for k in pz if not np.array_equal(px[k], pz[k])]
     assert changed, 'test_prohibit=True predicted exactly what test_prohibit=False did'

@@ -102,7 +102,7 @@ def test_branch_map_and_weak_branch(synth):
     with pytest.raises(ValueError, match='3-class branch'): branch_map(seg_small(3), synth)
     assert MIN_BRANCH_MAP == 0.8 and weak_branch(0.99) is None and weak_branch(0.8) is None
     w = weak_branch(0.51)
-    assert '51.0 %' in w and '80 %' in w and 'test_prohibit' in w
+    assert '51.0 %' in w and '80 %' in w and 'rule out classes' in w
     assert weak_branch(0.9, threshold=0.95) is not None and 'nan' in weak_branch(float('nan'))
 
 
