@@ -45,7 +45,7 @@ def _interrupted(when:str):
 def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmentation/<split>.txt, SegmentationClass, class_names.txt
               out:str='runs/aepsl', # run folder; the same command again resumes it
               config:str='cpu', # preset: 'cpu' (small nets, minutes on a CPU) 'photos' (pretrained EfficientNet-Lite0 networks, real photos on a CPU) or 'voc' (VGG-16 DeepLab-LargeFOV, GPUs); or a JSON file of settings (a run's config.json)
-              settings:str=None, # settings by name, e.g. 'erasing.epochs=20 seg_patience=8' (values JSON); flags beat them, they beat the config
+              settings:str=None, # settings by name, e.g. 'erasing.epochs=20 seg.patience=8' (names in config.json's tree, values JSON); flags beat them, they beat the config
               stop_after:str=None, # last stage to run: erasing, cam, saliency, pseudo, seg_ssl, seg, pred_ssl, pred, pred_crf, evaluate
               train_split:str=None, # split whose images are mined and trained on
               holdout_split:str=None, # split of held-out images for the stopping rules (image-level labels only); default: part of train_split
@@ -75,7 +75,7 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               seg_bs:int=None, # segmentation batch size (global)
               seg_lr:float=None, # segmentation learning rate
               psl_weight:float=None, # λ of the online-label (PSL) term, > 0
-              psl_warmup:float=None, # ramp λ up over this many epochs (0, the paper's, in every preset: cpu starts AE-PSL from AE-SSL's network, psl_init; --settings psl_init=seg_weights starts it as the paper does)
+              psl_warmup:float=None, # ramp λ up over this many epochs (0, the paper's, in every preset: cpu starts AE-PSL from AE-SSL's network, psl_init; --settings psl.init=seg_weights starts it as the paper does)
               test_scales:str=None, # test-time scales, comma-separated, e.g. 1,0.75,1.25
               test_prohibit:PROHIBIT_FLAG=None, # (a flag with an optional value: see PROHIBIT_FLAG)
               crf:str=None, # DenseCRF preset of aepsl.crf: deeplab, psa, sec, irn

@@ -15,7 +15,8 @@ from torchvision.transforms.v2 import functional as TF
 # %% auto #0
 __all__ = ['SYNTH_CLASSES', 'SYNTH_CONTEXT', 'SYNTH_INKS', 'SYNTH_VARIANTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'synth_classes',
            'part_pattern', 'smooth_noise', 'synthetic_sample', 'check_sizes', 'synth_variant', 'SyntheticWSSS',
-           'mean_pixel', 'pixel_std', 'RandomScale', 'seg_transforms', 'ArrayDataset']
+           'mean_pixel', 'pixel_std', 'RandomScale', 'seg_transforms', 'ArrayDataset', 'check_wsss_data',
+           'data_fingerprint']
 
 # %% ../nbs/00_data.ipynb #da7f66c0
 SYNTH_CLASSES = ('hstripes', 'vstripes', 'checker', 'diagonal', 'dots')
@@ -387,3 +388,68 @@ class ArrayDataset(Dataset):
         m = self.masks[i] if self.masks is not None else np.full(self.images[i].shape[:2], 255, np.uint8)
         x, m = self.tfms(img, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(m))))
         return x.as_subclass(torch.Tensor), torch.as_tensor(self.labels[i], dtype=torch.float32), m.as_subclass(torch.Tensor).long()
+
+# %% ../nbs/00_data.ipynb #07b7b7b0
+from .runs import check_id
+
+def check_wsss_data(ds, # per-image dataset
+                    name:str): # 'training' / 'held-out', for messages
+    "Labels are an N×C 0/1 array, ids are names: checked before any training."
+    y = np.asarray(ds.labels)
+    if y.ndim != 2 or y.shape != (len(ds.ids), len(ds.classes)):
+        raise ValueError(f"the {name} set's labels have shape {y.shape}, expected ({len(ds.ids)}, {len(ds.classes)})")
+    if not np.isin(y, (0, 1)).all():
+        i = int(np.argwhere(~np.isin(y, (0, 1)))[0, 0])
+        raise ValueError(f"the {name} set's image-level labels must be 0/1; image {ds.ids[i]!r} has {y[i].tolist()}")
+    for i in ds.ids: check_id(i, f'the {name} set')
+
+# %% ../nbs/00_data.ipynb #84aff10c
+import os, json, hashlib
+
+def _file_hash(path, cache:dict):
+    "blake2b of a file's bytes, kept in `cache` under (path, size, mtime, inode): an unchanged file is read once."
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in cache:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, 'rb') as f:
+            while b := f.read(1 << 20): h.update(b)
+        cache[key] = h.hexdigest()
+    return cache[key]
+
+def _content_hashes(ds):
+    "Hashes of the images' and masks' content: files' bytes, a generator's parameters, or (other data sets) the arrays."
+    if isinstance(ds, SyntheticWSSS):   # generated: its parameters fix every pixel
+        p = json.dumps(dict(n=ds.n, size=ds.size, seed=ds.seed, start=ds.start, sizes=ds.sizes, kwargs=ds.kwargs), sort_keys=True, default=str)
+        h = hashlib.blake2b(p.encode(), digest_size=16).hexdigest()
+        return dict(images=f'synthetic:{h}', masks=f'synthetic:{h}')
+    hi, hm = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
+    masks = getattr(ds, 'has_masks', False)
+    if hasattr(ds, 'image_path'):
+        cache = ds.__dict__.setdefault('_file_hashes', {})
+        for k, i in enumerate(ds.ids):
+            p = ds.image_path(k)
+            hi.update(f'{i}\0{p.name}\0{_file_hash(p, cache)}\n'.encode())
+            if masks:
+                q = ds.mask_path(k)
+                hm.update(f'{i}\0{_file_hash(q, cache) if q.is_file() else "missing"}\n'.encode())
+    elif hasattr(ds, 'image'):
+        for k in range(len(ds.ids)):
+            a = np.ascontiguousarray(ds.image(k))
+            hi.update(f'{a.shape}'.encode())
+            hi.update(a.tobytes())
+            if masks: a = np.ascontiguousarray(ds.mask(k)); hm.update(f'{a.shape}'.encode()); hm.update(a.tobytes())
+    else: return dict(images=None, masks=None)
+    return dict(images=hi.hexdigest(), masks=hm.hexdigest() if masks else None)
+
+def data_fingerprint(ds, # per-image dataset: `ids`, `classes`, `labels`, and `image_path` (files) or `image` (arrays)
+                     refresh:bool=False, # compute again (files whose size and mtime are unchanged are not re-read)
+                    )->dict: # n, classes, ids_labels, images, masks
+    "What identifies a data set for a run: its size, classes, and hashes of ids and labels and of the images' and masks' content."
+    fp = None if refresh else getattr(ds, '_fingerprint', None)
+    if fp is None:
+        h = hashlib.sha256('\n'.join(ds.ids).encode())
+        h.update(np.ascontiguousarray(np.asarray(ds.labels, np.float32)).tobytes())
+        fp = dict(n=len(ds.ids), classes=list(ds.classes), ids_labels=h.hexdigest()[:16], **_content_hashes(ds))
+        ds._fingerprint = fp   # kept: a run asks many times, and 10,000 images are read once
+    return {**fp, 'classes': list(fp['classes'])}

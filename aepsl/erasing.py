@@ -270,7 +270,8 @@ def make_classifier(arch:str, # a name in `CLASSIFIERS`: 'small', 'vgg16_largefo
     return CLASSIFIERS(arch, n_classes, weights=None if weights == 'none' else weights)
 
 # %% ../nbs/04_erasing.ipynb #66660dbd
-from .voc import data_fingerprint, check_wsss_data, scan_dataset
+from .voc import scan_dataset
+from .data import data_fingerprint, check_wsss_data
 
 # %% ../nbs/04_erasing.ipynb #7f26eb06
 class AdversarialErasing:

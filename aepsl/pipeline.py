@@ -5,13 +5,14 @@
 # %% ../nbs/09_pipeline.ipynb #bb4aafcf
 from __future__ import annotations
 import logging
+from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
-from tqdm.auto import tqdm
-from .runs import RunFolder, RUNTIME_KEYS, read_json, read_marker, atomic_write, is_main, measure, results_table
+from .runs import RunFolder, RUNTIME_KEYS, read_json, read_marker, atomic_write, is_main
 from .train import init_distributed, barrier, set_seed, pick_device
-from .voc import Splits, run_splits, data_fingerprint
+from .voc import Splits, run_splits
+from .data import data_fingerprint
 from .erasing import MINERS, PRESETS as AE_PRESETS
 from .config import pipeline_config, is_int
 from .psl import make_segnet, evaluate_predictions
@@ -37,25 +38,24 @@ class Pipeline:
         if num_workers is not None and not is_int(num_workers, 0): raise ValueError(f"num_workers={num_workers!r} must be an integer ≥ 0")
         self.rank, self.world = init_distributed()
         self.device = pick_device(device)
-        splits = {k: c[k] for k in ('train_split', 'holdout_split', 'eval_split', 'holdout_frac', 'seed')}
-        self.trn, self.hold, self.ev = run_splits(data, **splits, allow_pickle=allow_pickle)   # every image checked
+        sp = c.splits
+        self.trn, self.hold, self.ev = run_splits(data, sp.train, sp.holdout, sp.eval, sp.holdout_frac, c.seed, allow_pickle)   # every image checked
         self.out, self.progress = Path(out), progress and is_main()
         self.num_workers = AE_PRESETS[config]['num_workers'] if num_workers is None else num_workers
         fp = {s: data_fingerprint(ds) for s, ds in (('train', self.trn), ('holdout', self.hold), ('eval', self.ev))}
         self.stage_now = None
         # last, after every check: the run folder and its config.json
-        if is_main(): self.run = RunFolder(self.out, dict(c, data_fingerprint=fp, data=str(data), device=str(self.device),
+        if is_main(): self.run = RunFolder(self.out, dict(asdict(c), data_fingerprint=fp, data=str(data), device=str(self.device),
                                                           num_workers=num_workers, world=self.world), RUNTIME_KEYS + ('data', 'world'))
-        if is_main() and c['holdout_split'] is None:   # which images were held out, for the reader
+        if is_main() and sp.holdout is None:   # which images were held out, for the reader
             atomic_write(self.out / 'holdout.txt', lambda f: Path(f).write_text('\n'.join(self.hold.ids) + '\n'))
         barrier()
         if not is_main():
             self.run = RunFolder(self.out, read_json(self.out / 'config.json'), RUNTIME_KEYS + ('data', 'world'))
             self.run.log.setLevel(logging.WARNING)
         self.metrics = read_json(self.out / 'metrics.json', dict) if (self.out / 'metrics.json').is_file() else {}
-        self.stage_times = dict(self.metrics.get('stages', {}))
         self._ae = None   # the miner: `erasing()` sets it
-    def __repr__(self): return f"Pipeline({self.out}, {self.cfg['preset']}, {len(self.trn)} training images, rank {self.rank}/{self.world})"
+    def __repr__(self): return f"Pipeline({self.out}, {self.cfg.preset}, {len(self.trn)} training images, rank {self.rank}/{self.world})"
 
 # %% ../nbs/09_pipeline.ipynb #28c58f41
 from .cam import cams_to_label_map
@@ -69,8 +69,8 @@ from .psl import SegDataset, PSLLoss, FolderMasks, seg_stage, seg_train_tfms, pr
 def erasing(self:Pipeline)->dict:
     "Stage 1: the miner (`aepsl.erasing.MINERS`: AE's Algorithm 1, Hide-and-Seek or ACoL; DDP under torchrun), then the mined label maps of the training images."
     c = self.cfg
-    self._ae = MINERS(c['miner'], self.trn, self.hold, self.out, preset=c['preset'], seed=c['seed'], device=self.device,
-                                 progress=self.progress, num_workers=self.num_workers, **c['erasing'])
+    self._ae = MINERS(c.miner, self.trn, self.hold, self.out, preset=c.preset, seed=c.seed, device=self.device,
+                                 progress=self.progress, num_workers=self.num_workers, **c.erasing)
     steps = self.ae.run()
     self.ae.write_pseudo_objects()   # every rank writes its share (aepsl.erasing shards it)
     if self.ev is not self.hold: self.ae.mine_split(self.ev, 'eval')   # for the ladder only: no decision reads these
@@ -92,36 +92,36 @@ def stage_hash(self:Pipeline, name:str)->str:
 @patch
 def cam(self:Pipeline)->dict:
     "Stage 2: the step-1 classifier's CAMs on the evaluation split, as label maps (background below `cam_threshold`)."
-    c, e = self.cfg, self.cfg['erasing']
+    c, e = self.cfg.cam, self.cfg.erasing
     st = self.run.stage('cam', dict(classifier=self.ae.step_hash(1),
-                                    threshold=c['cam_threshold'], scales=e['cam_scales'], flip=e['cam_flip']))
+                                    threshold=c.threshold, scales=e['cam_scales'], flip=e['cam_flip']))
     if st.done: return dict(st.record, skipped=True)
     cams, pos = self.ae.cams_of(self.ev), {k: i for i, k in enumerate(self.ev.ids)}
-    return st.map(self.ev.ids, lambda k, path: save_label_png(cams_to_label_map(cams(pos[k]), c['cam_threshold']), path), 'CAM', self.progress)
+    return st.map(self.ev.ids, lambda k, path: save_label_png(cams_to_label_map(cams(pos[k]), c.threshold), path), 'CAM', self.progress)
 
 
 # %% ../nbs/09_pipeline.ipynb #3109bb41
 @patch
 def saliency(self:Pipeline)->dict:
-    "Stage 3: `aepsl.saliency.saliency_stage` (method `saliency`) on every training and evaluation image."
-    c = self.cfg
+    "Stage 3: `aepsl.saliency.saliency_stage` (method `saliency.method`) on every training and evaluation image."
+    c = self.cfg.saliency
     ds = Splits(self.trn, self.hold, self.ev)
     done = (self.out / 'saliency' / 'done.json').is_file()
-    kw = dict(scales=c['sal_scales'], w_contrast=c['w_contrast']) if c['saliency'] == 'unsupervised' else {}
-    st = saliency_stage(ds, self.out / 'saliency', c['saliency'], progress=self.progress,
+    kw = dict(scales=c.scales, w_contrast=c.w_contrast) if c.method == 'unsupervised' else {}
+    st = saliency_stage(ds, self.out / 'saliency', c.method, progress=self.progress,
                         config=dict(data=[data_fingerprint(d) for d in (self.trn, self.hold, self.ev)]), **kw)
     return dict(st.record, skipped=done)
 
 # %% ../nbs/09_pipeline.ipynb #46e205cc
 @patch
 def pseudo(self:Pipeline)->dict:
-    "Stage 4: `aepsl.pseudo.pseudo_stage` (rule `pseudo_rule`) on the training, held-out and evaluation images; quality on the training split."
-    c = self.cfg
+    "Stage 4: `aepsl.pseudo.pseudo_stage` (rule `pseudo.rule`) on the training, held-out and evaluation images; quality on the training split."
+    c = self.cfg.pseudo
     ds = Splits(self.trn, self.hold, self.ev)   # training: to learn from; held-out: to stop; evaluation: the ladder's rung
     done = (self.out / 'pseudo' / 'done.json').is_file()
-    kw = dict(objects=lambda j: self.ae.objects(ds.ids[j]), bg_threshold=c['bg_threshold']) if c['pseudo_rule'] == 'ae' else \
+    kw = dict(objects=lambda j: self.ae.objects(ds.ids[j]), bg_threshold=c.bg_threshold) if c.rule == 'ae' else \
          dict(cams=self.ae.cams_of(ds))   # Oh et al.: the step-1 classifier's CAMs as seeds
-    st = pseudo_stage(ds, self.out / 'pseudo', self.out / 'saliency', rule=c['pseudo_rule'], progress=self.progress,
+    st = pseudo_stage(ds, self.out / 'pseudo', self.out / 'saliency', rule=c.rule, progress=self.progress,
                       score=self.trn.ids, config=dict(erasing=self.ae.identity, conflict=255, saliency=self.stage_hash('saliency')), **kw)
     return dict(st.record, skipped=done)
 
@@ -134,36 +134,33 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
     c, gt = self.cfg, labels == 'gt'
     mean, std = self.ae.stats()   # the erasing stage's pixel statistics: asked first, so that nothing is begun without them
-    init = 'seg_ssl' if psl and not gt and c['psl_init'] == 'seg_ssl' else None   # AE-PSL starts from the trained AE-SSL network
+    init = 'seg_ssl' if psl and not gt and c.psl.init == 'seg_ssl' else None   # AE-PSL starts from the trained AE-SSL network
     if init and not (self.out / init / 'done.json').is_file():
         raise RuntimeError(f"psl_init={init!r}: AE-PSL starts from the finished {init} stage; run train_seg({init!r}, psl=False) first")
-    stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
-    st = self.run.stage(name, dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
-                                   lr=c['seg_lr'], psl=psl, seed=c['seed'], **stop,
-                                   **(dict(labels='ground truth') if gt else dict(pseudo=self.stage_hash('pseudo'))),
-                                   **(dict(psl_weight=c['psl_weight'], warmup=c['psl_warmup'], prohibit_by='labels') if psl else {}),
+    s = c.seg   # the stage's config: every setting of the seg group, and what the network learns from
+    st = self.run.stage(name, dict(asdict(s), psl=psl, seed=c.seed, **(dict(labels='ground truth') if gt else dict(pseudo=self.stage_hash('pseudo'))),
+                                   **(dict(psl_weight=c.psl.weight, warmup=c.psl.warmup, prohibit_by='labels') if psl else {}),
                                    **(dict(init=self.stage_hash(init)) if init else {})))   # the online term's settings: AE-PSL's alone
     if st.done: return dict(st.record, skipped=True)
-    set_seed(c['seed'])
-    model = make_segnet(c['seg_arch'], len(self.trn.classes), c['seg_weights'], self.out / init / 'model.pt' if init else None)
+    set_seed(c.seed)
+    model = make_segnet(s.arch, len(self.trn.classes), s.weights, self.out / init / 'model.pt' if init else None)
     ds = SegDataset(self.trn, None if gt else self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
-    watch = stop['patience'] is not None or stop['sched'] == 'plateau'   # held-out pseudo labels: the stopping criterion
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
-    return seg_stage(st, model, ds, PSLLoss(psl=psl, psl_weight=c['psl_weight'], warmup=c['psl_warmup']),
-                     held=held if watch else None, branch_on=self.hold, mean=mean, std=std,   # is v fit to prohibit?
-                     epochs=c['seg_epochs'], bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=self.num_workers,
-                     device=self.device, progress=self.progress, **{k: v for k, v in stop.items() if v is not None})
+    fit = {k: v for k, v in asdict(s).items() if k not in ('arch', 'weights') and v is not None}   # None: the recipe's
+    return seg_stage(st, model, ds, PSLLoss(psl=psl, psl_weight=c.psl.weight, warmup=c.psl.warmup),   # held-out labels stop it:
+                     held=held if s.patience is not None or s.sched == 'plateau' else None, branch_on=self.hold, mean=mean, std=std,
+                     seed=c.seed, num_workers=self.num_workers, device=self.device, progress=self.progress, **fit)   # branch_on: is v fit to prohibit?
 
 # %% ../nbs/09_pipeline.ipynb #d7c11ebc
 @patch
 def load_segnet(self:Pipeline, name:str='seg'):
     "A trained segmentation network of the run, in eval mode on the run's device."
-    return make_segnet(self.cfg['seg_arch'], len(self.trn.classes), checkpoint=self.out / name / 'model.pt').to(self.device).eval()
+    return make_segnet(self.cfg.seg.arch, len(self.trn.classes), checkpoint=self.out / name / 'model.pt').to(self.device).eval()
 
 @patch
 def psl_network(self:Pipeline)->dict:
     "The network the AE-PSL rungs use: `net` 'seg', or 'seg_ssl' when AE-PSL does not hold on the held-out images (`aepsl.psl.psl_kept`)."
-    v = psl_kept(read_marker(self.out / 'seg' / 'done.json'), read_marker(self.out / 'seg_ssl' / 'done.json'), self.cfg['psl_rho'])
+    v = psl_kept(read_marker(self.out / 'seg' / 'done.json'), read_marker(self.out / 'seg_ssl' / 'done.json'), self.cfg.psl.rho)
     return dict(v, net='seg' if v['kept'] else 'seg_ssl')
 
 # %% ../nbs/09_pipeline.ipynb #49431ec5
@@ -173,14 +170,14 @@ def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred
             crf:bool=False, # refine with DenseCRF (`aepsl.crf`, preset `crf`)
             prohibit=None)->dict: # weight the scores by the network's branch, [1, v] ⊗ f: True, False, 'auto'; None: the config's
     "Stages 7–9: `aepsl.psl.predict_stage` on the evaluation split (test-time scales/flips, prohibition, DenseCRF)."
-    c = self.cfg   # 'auto': weighted where the network's held-out branch mAP is trusted (`aepsl.psl.use_prohibit`)
-    pro = use_prohibit(c['test_prohibit'] if prohibit is None else prohibit, read_marker(self.out / net / 'done.json').get('branch_mAP'))
-    st = self.run.stage(name, dict(net=self.stage_hash(net), network=net, scales=c['test_scales'], flip=c['test_flip'], prohibit=pro,
-                                   crf=crf_params(c['crf']) if crf else None, data=data_fingerprint(self.ev)))   # the widths, not only the name
+    c = self.cfg.test   # 'auto': weighted where the network's held-out branch mAP is trusted (`aepsl.psl.use_prohibit`)
+    pro = use_prohibit(c.prohibit if prohibit is None else prohibit, read_marker(self.out / net / 'done.json').get('branch_mAP'))
+    st = self.run.stage(name, dict(net=self.stage_hash(net), network=net, scales=c.scales, flip=c.flip, prohibit=pro,
+                                   crf=crf_params(c.crf) if crf else None, data=data_fingerprint(self.ev)))   # the widths, not only the name
     if st.done: return dict(st.record, skipped=True)
     mean, std = self.ae.stats()
-    predict_stage(self.load_segnet(net), self.ev, st, c['test_scales'], c['test_flip'], crf=c['crf'] if crf else None,
-                  crf_workers=c['crf_workers'], mean=mean, std=std, progress=self.progress, test_prohibit=pro)
+    predict_stage(self.load_segnet(net), self.ev, st, c.scales, c.flip, crf=c.crf if crf else None,
+                  crf_workers=c.crf_workers, mean=mean, std=std, progress=self.progress, test_prohibit=pro)
     return st.record
 
 # %% ../nbs/09_pipeline.ipynb #33b10a65
@@ -188,7 +185,7 @@ def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred
 def ladder(self:Pipeline)->list:
     "The mIoU (%) of every rung on the evaluation split's masks: CAM, each AE step, pseudo labels, AE-SSL, AE-PSL, AE-PSL + CRF."
     ev, n = self.ev, self.ae.n_used
-    rows = [dict(rung='CAM', what=f"step-1 classifier's CAM, background below {self.cfg['cam_threshold']}",
+    rows = [dict(rung='CAM', what=f"step-1 classifier's CAM, background below {self.cfg.cam.threshold}",
                  mIoU=evaluate_predictions(self.out / 'cam', ev)['mIoU'])]
     rows += [dict(rung=f'{self.ae.title} step {q["step"]}', what=f'regions mined up to step {q["step"]} (the rest background)', mIoU=q['mIoU'])
              for q in self.ae.evaluate(n, 'holdout' if ev is self.hold else 'eval')]   # the miner's regions of the evaluation images
@@ -214,8 +211,8 @@ def flags(self:Pipeline, rows:list)->list:
     on = {x['rung']: x['mIoU_pseudo_pixels'] for x in rows if 'mIoU_pseudo_pixels' in x and (x['rung'], x['network']) != ('AE-PSL', 'seg_ssl')}
     recs = [read_marker(self.out / n / 'done.json') for n in ('seg_ssl', 'seg')]
     return self.ae.flags([x['mIoU'] for x in rows if ' step ' in x['rung']]) + \
-           seg_flags({x['rung']: x['mIoU'] for x in rows}, on, *recs, rho=c['psl_rho'], patience=c['seg_patience'], epochs=c['seg_epochs'],
-                     net=self.psl_network()['net'], prohibit=c['test_prohibit'])   # 'auto': says why it did not weight
+           seg_flags({x['rung']: x['mIoU'] for x in rows}, on, *recs, rho=c.psl.rho, patience=c.seg.patience, epochs=c.seg.epochs,
+                     net=self.psl_network()['net'], prohibit=c.test.prohibit)   # 'auto': says why it did not weight
 
 # %% ../nbs/09_pipeline.ipynb #fdf591c1
 @patch
@@ -269,26 +266,8 @@ def __call__(self:Pipeline, stop_after:str=None)->dict:
                  seg_ssl=lambda: self.train_seg('seg_ssl', psl=False), seg=lambda: self.train_seg('seg', psl=True),
                  pred_ssl=lambda: self.predict('pred_ssl', 'seg_ssl'), pred=lambda: self.predict('pred', self.psl_network()['net']),
                  pred_crf=lambda: self.predict('pred_crf', self.psl_network()['net'], crf=True), evaluate=self.evaluate)
-    log = self.run.log
-    log.info(f"{self!r}: stages {', '.join(todo)}")
-    bar = tqdm(total=len(todo), disable=not self.progress, desc='aepsl', unit='stage')
-    for n, name in enumerate(todo, 1):
-        bar.set_description(f'stage {n}/{len(todo)}: {name}')
-        self.stage_now = name   # what `aepsl_run` names when interrupted
-        started = (self.out / (name if name != 'evaluate' else 'figures') / 'started.json').is_file()
-        with measure({}) as m: rec = calls[name]() or {}
-        if rec.get('skipped'):
-            log.info(f"stage {n}/{len(todo)} {name}: done before, skipped")
-        else:
-            m['resumed'] = started or any(s['resumed'] for s in rec.get('steps', []))
-            self.stage_times[name] = m
-            log.info(f"stage {n}/{len(todo)} {name}: {m['seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB")
-            if is_main(): self.metrics = self.run.update_metrics(stages=self.stage_times)
-        bar.update(1)
-    bar.close()
-    self.stage_now = None
-    if is_main():
-        atomic_write(self.out / 'results.md', lambda f: Path(f).write_text(results_table(self.metrics) + '\n'))
-        log.info(f"done: results in {self.out / 'results.md'}, metrics in {self.out / 'metrics.json'}")
+    self.run.log.info(f"{self!r}: stages {', '.join(todo)}")
+    self.metrics = self.run.run_stages({k: calls[k] for k in todo}, self.progress, now=lambda s: setattr(self, 'stage_now', s),
+                                       folders=dict(evaluate='figures'), main=is_main())   # stage_now: what `aepsl_run` names on Ctrl-C
     barrier()
     return self.metrics

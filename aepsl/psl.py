@@ -517,7 +517,7 @@ def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL
     if not (v := psl_kept(psl_rec, ssl_rec, rho))['kept']:
         out.append(f"AE-PSL's network was not kept: {v['why']}: its online labels unlearned what the pseudo labels teach, as where "
                    f"the network does not recognise the classes (see 08_psl); the AE-PSL rungs are AE-SSL's network "
-                   f"(--settings psl_rho=0 keeps AE-PSL's)")
+                   f"(--settings psl.rho=0 keeps AE-PSL's)")
     for name, d in (('seg_ssl', ssl_rec), ('seg', psl_rec)):
         if patience is not None and d.get('stopped_by') == 'cap' and d.get('best_epoch') == d.get('epochs', 0) - 1:
             out.append(f"the {name} network stopped at the epoch cap ({epochs}) while its held-out agreement with the pseudo labels "

@@ -419,3 +419,36 @@ def results_table(metrics:dict)->str:
         out += [f"| total | {sum(v.get('seconds', 0) for v in st.values()):.1f} | |"]
     return '\n'.join(out)
 
+
+# %% ../nbs/01b_runs.ipynb #c3c80d9d
+from fastcore.basics import patch
+
+@patch
+def run_stages(self:RunFolder, calls:dict, # stage name → function that runs it, or reads it back (its record has `skipped`)
+               progress:bool=True, # a progress bar
+               now=None, # called with each stage's name before it runs, and with None after the last
+               folders:dict=None, # stage → its folder, where that is not its name (a stage begun there before is 'resumed')
+               main:bool=True)->dict: # this process writes metrics.json and results.md (under torchrun: rank 0)
+    "Run the stages of `calls` in order, logging and timing each (metrics.json's `stages`), then write results.md; metrics.json's content."
+    from tqdm.auto import tqdm
+    f, folders, n = self.out / 'metrics.json', folders or {}, len(calls)
+    times = dict(read_json(f, dict).get('stages', {})) if f.is_file() else {}
+    bar = tqdm(total=n, disable=not progress, desc='stages', unit='stage')
+    for i, (name, call) in enumerate(calls.items(), 1):
+        bar.set_description(f'stage {i}/{n}: {name}')
+        if now: now(name)
+        started = (self.out / folders.get(name, name) / 'started.json').is_file()
+        with measure({}) as m: rec = call() or {}
+        if rec.get('skipped'): self.log.info(f"stage {i}/{n} {name}: done before, skipped")
+        else:
+            times[name] = dict(m, resumed=started or any(s['resumed'] for s in rec.get('steps', [])))
+            self.log.info(f"stage {i}/{n} {name}: {m['seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB")
+            if main: self.update_metrics(stages=times)
+        bar.update(1)
+    bar.close()
+    if now: now(None)
+    metrics = read_json(f, dict) if f.is_file() else {}
+    if main:
+        atomic_write(self.out / 'results.md', lambda t: Path(t).write_text(results_table(metrics) + '\n'))
+        self.log.info(f"done: results in {self.out / 'results.md'}, metrics in {f}")
+    return metrics

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_voc.ipynb #4f85b05f
 from __future__ import annotations
-import os, json, time, shutil, hashlib, warnings
+import json, time, shutil, hashlib, warnings
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
@@ -13,13 +13,12 @@ from fastcore.script import call_parse
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from .runs import atomic_write, check_id, safe_join, write_json
-from .data import SyntheticWSSS, synth_variant, seg_transforms, check_sizes
+from .data import SyntheticWSSS, synth_variant, seg_transforms, check_sizes, check_wsss_data
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'IMAGE_FORMATS', 'check_label_map', 'write_voc', 'synthetic_voc', 'pil_to_rgb', 'labels_from_names',
            'labels_from_mask', 'read_split', 'read_class_names', 'voc_root', 'read_cls_labels', 'convert_cls_labels',
-           'VOCWSSS', 'carve_holdout', 'Splits', 'scan_dataset', 'check_class_coverage', 'check_wsss_data',
-           'data_fingerprint', 'run_splits', 'main_synthetic']
+           'VOCWSSS', 'carve_holdout', 'Splits', 'scan_dataset', 'check_class_coverage', 'run_splits', 'main_synthetic']
 
 # %% ../nbs/10_voc.ipynb #3798c08e
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
@@ -485,67 +484,6 @@ def check_class_coverage(train_ds, # the training set
     if miss: warnings.warn(f"class(es) {', '.join(map(repr, miss))} appear in the {name} set but in no training image: "
                            "a classifier cannot learn them, and their scores will be near zero")
     return miss
-
-# %% ../nbs/10_voc.ipynb #486a936d
-def check_wsss_data(ds, # per-image dataset
-                    name:str): # 'training' / 'held-out', for messages
-    "Labels are an N×C 0/1 array, ids are names: checked before any training."
-    y = np.asarray(ds.labels)
-    if y.ndim != 2 or y.shape != (len(ds.ids), len(ds.classes)):
-        raise ValueError(f"the {name} set's labels have shape {y.shape}, expected ({len(ds.ids)}, {len(ds.classes)})")
-    if not np.isin(y, (0, 1)).all():
-        i = int(np.argwhere(~np.isin(y, (0, 1)))[0, 0])
-        raise ValueError(f"the {name} set's image-level labels must be 0/1; image {ds.ids[i]!r} has {y[i].tolist()}")
-    for i in ds.ids: check_id(i, f'the {name} set')
-
-# %% ../nbs/10_voc.ipynb #35ffc945
-def _file_hash(path, cache:dict):
-    "blake2b of a file's bytes, kept in `cache` under (path, size, mtime, inode): an unchanged file is read once."
-    st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in cache:
-        h = hashlib.blake2b(digest_size=16)
-        with open(path, 'rb') as f:
-            while b := f.read(1 << 20): h.update(b)
-        cache[key] = h.hexdigest()
-    return cache[key]
-
-def _content_hashes(ds):
-    "Hashes of the images' and masks' content: files' bytes, a generator's parameters, or (other data sets) the arrays."
-    if isinstance(ds, SyntheticWSSS):   # generated: its parameters fix every pixel
-        p = json.dumps(dict(n=ds.n, size=ds.size, seed=ds.seed, start=ds.start, sizes=ds.sizes, kwargs=ds.kwargs), sort_keys=True, default=str)
-        h = hashlib.blake2b(p.encode(), digest_size=16).hexdigest()
-        return dict(images=f'synthetic:{h}', masks=f'synthetic:{h}')
-    hi, hm = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
-    masks = getattr(ds, 'has_masks', False)
-    if hasattr(ds, 'image_path'):
-        cache = ds.__dict__.setdefault('_file_hashes', {})
-        for k, i in enumerate(ds.ids):
-            p = ds.image_path(k)
-            hi.update(f'{i}\0{p.name}\0{_file_hash(p, cache)}\n'.encode())
-            if masks:
-                q = ds.mask_path(k)
-                hm.update(f'{i}\0{_file_hash(q, cache) if q.is_file() else "missing"}\n'.encode())
-    elif hasattr(ds, 'image'):
-        for k in range(len(ds.ids)):
-            a = np.ascontiguousarray(ds.image(k))
-            hi.update(f'{a.shape}'.encode())
-            hi.update(a.tobytes())
-            if masks: a = np.ascontiguousarray(ds.mask(k)); hm.update(f'{a.shape}'.encode()); hm.update(a.tobytes())
-    else: return dict(images=None, masks=None)
-    return dict(images=hi.hexdigest(), masks=hm.hexdigest() if masks else None)
-
-def data_fingerprint(ds, # per-image dataset: `ids`, `classes`, `labels`, and `image_path` (files) or `image` (arrays)
-                     refresh:bool=False, # compute again (files whose size and mtime are unchanged are not re-read)
-                    )->dict: # n, classes, ids_labels, images, masks
-    "What identifies a data set for a run: its size, classes, and hashes of ids and labels and of the images' and masks' content."
-    fp = None if refresh else getattr(ds, '_fingerprint', None)
-    if fp is None:
-        h = hashlib.sha256('\n'.join(ds.ids).encode())
-        h.update(np.ascontiguousarray(np.asarray(ds.labels, np.float32)).tobytes())
-        fp = dict(n=len(ds.ids), classes=list(ds.classes), ids_labels=h.hexdigest()[:16], **_content_hashes(ds))
-        ds._fingerprint = fp   # kept: a run asks many times, and 10,000 images are read once
-    return {**fp, 'classes': list(fp['classes'])}
 
 # %% ../nbs/10_voc.ipynb #6fcd321b
 def _open_split(data, key:str, split:str, **kw)->VOCWSSS:

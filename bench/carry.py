@@ -80,7 +80,8 @@ def stops(run:Path)->list:
     cfg = _read(run / 'config.json') or {}
     cfg = cfg.get('config', cfg)
     e = cfg.get('erasing', {}) if isinstance(cfg.get('erasing'), dict) else {}
-    cls_cap, seg_cap = e.get('epochs', cfg.get('epochs')), cfg.get('seg_epochs')
+    seg = cfg.get('seg', {}) if isinstance(cfg.get('seg'), dict) else {}
+    cls_cap, seg_cap = e.get('epochs', cfg.get('epochs')), seg.get('epochs', cfg.get('seg_epochs'))   # the tree; older runs: flat
     steps = sorted((run / 'cls').glob('step*'), key=lambda p: int(''.join(c for c in p.name if c.isdigit()) or 0))
     return [_stop(p, cls_cap) for p in steps] + [_stop(run / n, seg_cap) for n in ('seg_ssl', 'seg', 'seg_gt') if (run / n).is_dir()]
 

@@ -42,17 +42,17 @@ def sec_network(p)->None:
     from aepsl.train import set_seed
     c, ds = p.cfg, Splits(p.trn, p.hold)   # training: to learn from; held-out: to stop on
     seeds = pseudo_stage(ds, p.out / 'seeds', p.out / 'saliency', objects=lambda j: p.ae.objects(ds.ids[j], max_step=1),
-                         bg_threshold=c['bg_threshold'], progress=False, score=p.trn.ids,
+                         bg_threshold=c.pseudo.bg_threshold, progress=False, score=p.trn.ids,
                          config=dict(erasing=p.ae.identity, max_step=1, conflict=255, saliency=p.stage_hash('saliency')))
     mean, std = p.ae.stats()
-    stop = {k: c[f'seg_{k}'] for k in ('patience', 'sched', 'lr_patience')}
-    st = p.run.stage('seg_sec', dict(arch=c['seg_arch'], weights=c['seg_weights'], epochs=c['seg_epochs'], bs=c['seg_bs'],
-                                     lr=c['seg_lr'], seed=c['seed'], loss='sec', seeds=seeds.hash, **stop))
-    set_seed(c['seed'])
-    model = make_segnet(c['seg_arch'], len(p.trn.classes), c['seg_weights'])
+    s, stop = c.seg, {k: getattr(c.seg, k) for k in ('patience', 'sched', 'lr_patience')}
+    st = p.run.stage('seg_sec', dict(arch=s.arch, weights=s.weights, epochs=s.epochs, bs=s.bs,
+                                     lr=s.lr, seed=c.seed, loss='sec', seeds=seeds.hash, **stop))
+    set_seed(c.seed)
+    model = make_segnet(s.arch, len(p.trn.classes), s.weights)
     seg_stage(st, model, SegDataset(p.trn, seeds.folder, seg_train_tfms(model.recipe, mean, std)), 'sec',
               held=FolderMasks(p.hold, seeds.folder), mean=mean, std=std, sec_kw=dict(mean=mean, std=std),
-              epochs=c['seg_epochs'], bs=c['seg_bs'], lr=c['seg_lr'], seed=c['seed'], num_workers=p.num_workers,
+              epochs=s.epochs, bs=s.bs, lr=s.lr, seed=c.seed, num_workers=p.num_workers,
               device=p.device, progress=False, **{k: v for k, v in stop.items() if v is not None})
 
 

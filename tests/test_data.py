@@ -411,7 +411,8 @@ def test_console_script_exit_status(tmp_path):
 # ---- issue 17: trustworthy runs, data side ----
 
 import warnings, json
-from aepsl.voc import scan_dataset, check_class_coverage, data_fingerprint, check_wsss_data, read_class_names
+from aepsl.voc import scan_dataset, check_class_coverage, read_class_names
+from aepsl.data import data_fingerprint, check_wsss_data
 
 @pytest.fixture
 def v32(tmp_path):

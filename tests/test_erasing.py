@@ -405,7 +405,7 @@ def test_cli_runs_each_miner(tmp_path, name):
 def test_cli_takes_a_file_of_settings(tmp_path):
     "aepsl_erase --config FILE: the erasing settings (and miner) of aepsl_run's file; a flag beats the file; a bad file is named."
     f = tmp_path / 'study.json'
-    f.write_text(json.dumps({'preset': 'cpu', 'miner': 'has', 'seg_epochs': 3,
+    f.write_text(json.dumps({'preset': 'cpu', 'miner': 'has', 'seg': {'epochs': 3},
                              'erasing': {'epochs': 1, 'crop_size': 48, 'bs': 6, 'delta': 0.4, 'max_steps': 2}}))
     out = tmp_path / 'run'
     erase(out=str(out), config=str(f), delta=0.45, n_train=12, n_holdout=6, size=48, device='cpu')

@@ -74,7 +74,7 @@ def test_rerun_skips_and_other_config_refuses(voc, run_a):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr.count('done before, skipped') == len(STAGES), r.stderr[-2000:]
     assert ladder(out) == {x['rung']: x['mIoU'] for x in before['ladder']}
-    with pytest.raises(StageConfigError, match='seg_epochs'):
+    with pytest.raises(StageConfigError, match='seg.epochs'):
         Pipeline(voc, out, 'cpu', progress=False, epochs=2, max_steps=2, seg_epochs=4)
 
 def test_ground_truth_reference_watches_the_ground_truth(voc, run_a, tmp_path):
@@ -187,18 +187,18 @@ def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
     p.erasing()   # done: reads the steps back
     c, trn, ev = p.cfg, p.trn, p.ev
     same = lambda a, b, ids, read: all(np.array_equal(read(a / f'{k}.png'), read(b / f'{k}.png')) for k in ids)
-    sal = saliency_stage(Splits(trn, ev), tmp_path / 'saliency', scales=c['sal_scales'], w_contrast=c['w_contrast'], progress=False)
+    sal = saliency_stage(Splits(trn, ev), tmp_path / 'saliency', scales=c.saliency.scales, w_contrast=c.saliency.w_contrast, progress=False)
     assert same(out / 'saliency', sal.folder, list(trn.ids) + list(ev.ids), read_saliency_png)
-    ps = pseudo_stage(trn, tmp_path / 'pseudo', out / 'saliency', objects=out / 'pseudo_objects', bg_threshold=c['bg_threshold'], progress=False)
+    ps = pseudo_stage(trn, tmp_path / 'pseudo', out / 'saliency', objects=out / 'pseudo_objects', bg_threshold=c.pseudo.bg_threshold, progress=False)
     assert same(out / 'pseudo', ps.folder, trn.ids, load_label_png)
     m = read_json(out / 'metrics.json')
     assert m['train_quality']['pseudo'] == ps.record['quality']
     mean, std = p.ae.stats()
     psl = p.psl_network()['net']   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
-    for name, net, crf in (('pred_ssl', 'seg_ssl', None), ('pred', psl, None), ('pred_crf', psl, c['crf'])):
-        st = predict_stage(p.load_segnet(net), ev, Stage(tmp_path / name, {}), c['test_scales'], c['test_flip'], crf=crf,
+    for name, net, crf in (('pred_ssl', 'seg_ssl', None), ('pred', psl, None), ('pred_crf', psl, c.test.crf)):
+        st = predict_stage(p.load_segnet(net), ev, Stage(tmp_path / name, {}), c.test.scales, c.test.flip, crf=crf,
                            crf_workers=0, mean=mean, std=std, progress=False,
-                           test_prohibit=use_prohibit(c['test_prohibit'], read_json(out / net / 'done.json').get('branch_mAP')))
+                           test_prohibit=use_prohibit(c.test.prohibit, read_json(out / net / 'done.json').get('branch_mAP')))
         assert same(out / name, st.folder, ev.ids, load_label_png), name
     assert round(100 * float(evaluate_folder(ev, out / 'pred_crf').miou), 2) == m['final_mIoU']
     rungs = [r['rung'] for r in m['ladder']]
@@ -251,7 +251,7 @@ def test_photos_preset_runs_offline(voc, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = read_json(out / 'config.json')
     cfg = cfg.get('config', cfg)
-    assert (cfg['erasing']['arch'], cfg['seg_arch'], cfg['seg_weights']) == ('lite0', 'lite0_seg', 'imagenet')
+    assert (cfg['erasing']['arch'], cfg['seg']['arch'], cfg['seg']['weights']) == ('lite0', 'lite0_seg', 'imagenet')
     assert [x['rung'] for x in read_json(out / 'metrics.json')['ladder']][-1] == 'AE-PSL + CRF'
     assert not (tmp_path / 'no_hub').exists()   # nothing went through torch.hub
 

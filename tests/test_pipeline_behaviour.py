@@ -128,11 +128,11 @@ def test_prohibit_changes_predictions_of_the_same_network(data, run_x, run_z):
     out, _ = run_z
     a, b = weights(run_x), weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)   # the same trained network (the evaluation split does not feed training)
-    assert read_json(run_x / 'config.json')['test_prohibit'] == 'auto'   # the cpu preset's, decided by the branch's held-out mAP:
+    assert read_json(run_x / 'config.json')['test']['prohibit'] == 'auto'   # the cpu preset's, decided by the branch's held-out mAP:
     pred = read_json(run_x / 'pred' / 'done.json')['config']   # the network the AE-PSL rungs used, and its branch's held-out mAP
     bm, pro = read_json(run_x / pred['network'] / 'done.json')['branch_mAP'], pred['prohibit']
     assert pro == (bm >= MIN_BRANCH_MAP), (bm, pro)
-    assert read_json(out / 'config.json')['test_prohibit'] is (not pro) and read_json(out / 'pred' / 'done.json')['config']['prohibit'] is (not pro)
+    assert read_json(out / 'config.json')['test']['prohibit'] is (not pro) and read_json(out / 'pred' / 'done.json')['config']['prohibit'] is (not pro)
     px, pz = labels(run_x / 'pred'), labels(out / 'pred')
     changed = [k for k in pz if not np.array_equal(px[k], pz[k])]
     assert changed, 'test_prohibit=True predicted exactly what test_prohibit=False did'

@@ -69,28 +69,28 @@ def test_bad_setting_refused_before_run_folder(voc, tmp_path, key, flags, no_sta
     assert e.value.code not in (0, None) and key in str(e.value.code), e.value.code
     assert not out.exists()   # nothing written: no config.json to refuse the corrected command
     p = Pipeline(voc, out, 'cpu', progress=False)   # the corrected command
-    assert (out / 'config.json').is_file() and p.cfg['preset'] == 'cpu'
+    assert (out / 'config.json').is_file() and p.cfg.preset == 'cpu'
 
 def test_config_file_and_settings(voc, tmp_path, monkeypatch):
     "--config FILE, then --settings, then flags: each beats the one before; a run's config.json reproduces its settings."
     monkeypatch.setattr(Pipeline, '__call__', lambda self, stop_after=None: {})   # settings only
     f = tmp_path / 'study.json'
-    f.write_text(json.dumps({'preset': 'cpu', 'seg_patience': 8, 'seg_epochs': 30, 'erasing': {'epochs': 20, 'delta': 0.4}}))
-    aepsl_run(data=voc, out=tmp_path / 'a', config=str(f), settings='erasing.delta=0.6 seg_sched=plateau', seg_patience=9, quiet=True)
+    f.write_text(json.dumps({'preset': 'cpu', 'seg': {'patience': 8, 'epochs': 30}, 'erasing': {'epochs': 20, 'delta': 0.4}}))
+    aepsl_run(data=voc, out=tmp_path / 'a', config=str(f), settings='erasing.delta=0.6 seg.sched=plateau', seg_patience=9, quiet=True)
     a = read_json(tmp_path / 'a' / 'config.json')
-    assert (a['preset'], a['seg_epochs'], a['erasing']['epochs']) == ('cpu', 30, 20)   # the file's
-    assert (a['erasing']['delta'], a['seg_patience']) == (0.6, 9)                      # --settings, then the flag, won
+    assert (a['preset'], a['seg']['epochs'], a['erasing']['epochs']) == ('cpu', 30, 20)   # the file's
+    assert (a['erasing']['delta'], a['seg']['patience']) == (0.6, 9)                      # --settings, then the flag, won
     aepsl_run(data=voc, out=tmp_path / 'b', config=str(tmp_path / 'a' / 'config.json'), quiet=True)
     assert read_json(tmp_path / 'b' / 'config.json') == a                             # the same run's settings
 
-@pytest.mark.parametrize('text,named', [('{"preset": "cpu", "seg_epoch": 3}', 'seg_epoch'), ('{"preset": "gpu"}', 'preset'),
+@pytest.mark.parametrize('text,named', [('{"preset": "cpu", "seg": {"epoch": 3}}', 'seg.epoch'), ('{"preset": "gpu"}', 'preset'),
                                         ('{"preset": "cpu", "erasing": {"delta": 2}}', 'delta'), ('[1, 2', 'JSON')])
 def test_bad_config_file_refused_before_run_folder(voc, tmp_path, text, named, no_stages):
     f = tmp_path / 'bad.json'
     f.write_text(text)
     with pytest.raises(SystemExit) as e: aepsl_run(data=voc, out=tmp_path / 'r', config=str(f), quiet=True)
     assert named in str(e.value.code) and 'bad.json' in str(e.value.code), e.value.code
-    with pytest.raises(SystemExit, match='erasing.NAME'): aepsl_run(data=voc, out=tmp_path / 'r', settings='seg.epochs=3', quiet=True)
+    with pytest.raises(SystemExit, match='seg.epochs'): aepsl_run(data=voc, out=tmp_path / 'r', settings='seg_epochs=3', quiet=True)
     assert not (tmp_path / 'r').exists()
 
 def test_missing_data_named(tmp_path, no_stages):
@@ -102,7 +102,7 @@ def test_failed_then_corrected_rerun(voc, tmp_path, no_stages):
     out = tmp_path / 'run'
     with pytest.raises(SystemExit, match='seg_bs'): aepsl_run(data=voc, out=out, seg_bs=-1, quiet=True)
     Pipeline(voc, out, 'cpu', progress=False, seg_bs=32)
-    assert read_json(out / 'config.json')['seg_bs'] == 32
+    assert read_json(out / 'config.json')['seg']['bs'] == 32
 
 def test_holdout_overlap_names_ids(tmp_path, no_stages):
     root = synthetic_voc(tmp_path / 'data', 6, 3, 32, seed=0)
@@ -122,7 +122,7 @@ def test_weights_none_recorded_and_honoured(voc, tmp_path, monkeypatch):
     out = tmp_path / 'run'
     aepsl_run(data=voc, out=out, config='voc', weights='none', seg_weights='none', train_split='train', quiet=True)
     cfg = read_json(out / 'config.json')
-    assert cfg['erasing']['weights'] == 'none' and cfg['seg_weights'] == 'none', (cfg['erasing']['weights'], cfg['seg_weights'])
+    assert cfg['erasing']['weights'] == 'none' and cfg['seg']['weights'] == 'none', (cfg['erasing']['weights'], cfg['seg'])
     from aepsl import models
     got = {}
     monkeypatch.setattr(models, 'deeplab_largefov', lambda n, weights='imagenet': got.setdefault('w', weights))
@@ -135,7 +135,7 @@ def test_weights_file_refused(tmp_path):
     with pytest.raises(ValueError, match='nowhere.pth'): pipeline_config('voc', seg_weights=str(tmp_path / 'nowhere.pth'))
     f = tmp_path / 'w.pth'; f.write_bytes(b'')
     with pytest.raises(ValueError, match='takes no pretrained weights'): pipeline_config('cpu', seg_weights=str(f))
-    assert pipeline_config('voc', seg_weights=str(f))['seg_weights'] == str(f)
+    assert pipeline_config('voc', seg_weights=str(f)).seg.weights == str(f)
 
 def test_ctrl_c_names_stage_and_resumes(voc, tmp_path, monkeypatch, capsys):
     tiny = dict(data=voc, out=tmp_path / 'run', epochs=1, max_steps=1, stop_after='saliency', quiet=True)
@@ -204,7 +204,7 @@ def test_lite0_seg_is_a_segmentation_arch():
     "seg_arch='lite0_seg' is accepted with ImageNet weights (a pip package's, never downloaded) and builds a SegNet."
     pytest.importorskip('timm')
     c = pipeline_config('cpu', arch='lite0', weights='imagenet', mean='model', seg_arch='lite0_seg', seg_weights='imagenet')
-    assert (c['seg_arch'], c['seg_weights'], c['erasing']['arch']) == ('lite0_seg', 'imagenet', 'lite0')
+    assert (c.seg.arch, c.seg.weights, c.erasing['arch']) == ('lite0_seg', 'imagenet', 'lite0')
     net = make_segnet('lite0_seg', 3, 'none')
     with torch.no_grad(): seg, cls = net.eval()(torch.zeros(1, 3, 64, 64))
     assert seg.shape[:2] == (1, 4) and cls.shape == (1, 3)
@@ -214,7 +214,7 @@ def test_a_file_of_settings_warns_once_from_the_run_not_from_its_check(tmp_path)
     import json, warnings
     from aepsl.config import read_config_file, pipeline_config
     f = tmp_path / 'c.json'
-    f.write_text(json.dumps(dict(preset='cpu', holdout_split='val', eval_split='val')))
+    f.write_text(json.dumps(dict(preset='cpu', splits=dict(holdout='val', eval='val'))))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         preset, ov = read_config_file(f)

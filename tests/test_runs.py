@@ -129,4 +129,4 @@ def test_pseudo_rule_registry(rule):
 @pytest.mark.parametrize('name', ['deeplab', 'psa', 'sec', 'irn'])
 def test_crf_presets_reachable(name):
     from aepsl.pipeline import pipeline_config
-    assert pipeline_config('cpu', crf=name)['crf'] == name
+    assert pipeline_config('cpu', crf=name).test.crf == name
