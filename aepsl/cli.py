@@ -11,6 +11,7 @@ from .runs import write_json, read_json, is_main, results_table
 from .train import init_distributed, barrier
 from .voc import synthetic_voc
 from .config import preset_and_overrides, parse_settings
+from .psl import MIN_BRANCH_MAP
 from .pipeline import Pipeline, STAGES
 
 # %% auto #0
@@ -28,7 +29,7 @@ def true_false_auto(v)->bool|str:
     return 'auto' if str(v).lower() == 'auto' else bool_arg(v)
 
 PROHIBIT_FLAG = Param("weight test-time scores by the network's own classification branch, [1, v] ⊗ f: alone or 'true': on; "
-                      "'false': off; 'auto': where the branch's held-out mAP ≥ 0.8 (cpu: auto)", true_false_auto, nargs='?', const=True)
+                      f"'false': off; 'auto': where the branch's held-out mAP ≥ {MIN_BRANCH_MAP} (cpu: auto)", true_false_auto, nargs='?', const=True)
 
 def _run_overrides(**flags)->dict:
     "`pipeline_config` overrides from `aepsl_run`'s flags: unset flags dropped, 'none' weights kept (random initialisation)."

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from .erasing import MINERS, erasing_config, PRESETS as AE_PRESETS
 from .crf import crf_params
-from .psl import SEGNETS
+from .psl import SEGNETS, MIN_BRANCH_MAP
 from .saliency import SALIENCY
 from .pseudo import PSEUDO_RULES
 
@@ -144,7 +144,7 @@ class PredictSettings:
     "Prediction on the evaluation split: test-time scales and flips, [1, v] weighting, DenseCRF (`aepsl.psl.predict_stage`)."
     scales:tuple = setting((1.0,), "test-time scales")
     flip:bool = setting(False, "average with the horizontally flipped image's scores")
-    prohibit:bool|str = setting('auto', "weight the scores by the network's own branch, [1, v] ⊗ f: True, False or 'auto' (where its held-out mAP ≥ 0.8)")
+    prohibit:bool|str = setting('auto', f"weight the scores by the network's own branch, [1, v] ⊗ f: True, False or 'auto' (where its held-out mAP ≥ {MIN_BRANCH_MAP})")
     crf:str|dict = setting('deeplab', "DenseCRF preset of aepsl.crf (deeplab, psa, sec, irn) or its parameters", 'crf')
     crf_workers:int = setting(0, "DenseCRF processes (0: this one)", 'crf_workers')
     def problems(self)->list:
