@@ -207,6 +207,7 @@ def main(argv=None):
                       run_seconds=round(sum(v['seconds'] for v in st.values()), 1), ladder=lad, stops=stops(out),
                       flags=(_read(out / 'metrics.json') or {}).get('flags', []))
         res[s]['verdict'] = verdict(lad, res[s]['stops'])
+    from aepsl.psl import MIN_BRANCH_MAP
     text = '\n'.join([f"`python bench/carry.py{' ' + ' '.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ''}`"
                       + (f" — NOT the defaults: {ov}" if ov else ''), '',
                       f"Machine: {m['platform']}; {m['cpu']}, {m['cpu_count']} cores; torch {m['torch']} ({m['torch_threads']} threads); "
@@ -215,7 +216,7 @@ def main(argv=None):
                       "val split. Seconds of `aepsl_run`'s stages (metrics.json, this machine): " + ', '.join(f"{k} {v['run_seconds']:.0f} s" for k, v in res.items())
                       + "; the reference rows: the same `seg_small`, recipe and stopping rule, trained on the training split's masks "
                         "(`Pipeline.train_seg(labels='gt')`); the ladder's rows use the `cpu` preset's `test_prohibit='auto'` (a network's "
-                        "scores weighted by its classification branch, [1, v] ⊗ f, where the branch's held-out mAP is ≥ 0.8); the rows "
+                        f"scores weighted by its classification branch, [1, v] ⊗ f, where the branch's held-out mAP is ≥ {MIN_BRANCH_MAP}); the rows "
                         "'[1, v] on/off' force it for the AE-PSL rungs' network and the reference.", '',
                       table(res), ''])
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -40,20 +40,20 @@ def sec_network(p)->None:
     from aepsl.pseudo import pseudo_stage
     from aepsl.psl import seg_stage, SegDataset, seg_train_tfms, FolderMasks, make_segnet
     from aepsl.train import set_seed
+    from dataclasses import asdict
     c, ds = p.cfg, Splits(p.trn, p.hold)   # training: to learn from; held-out: to stop on
     seeds = pseudo_stage(ds, p.out / 'seeds', p.out / 'saliency', objects=lambda j: p.ae.objects(ds.ids[j], max_step=1),
                          bg_threshold=c.pseudo.bg_threshold, progress=False, score=p.trn.ids,
                          config=dict(erasing=p.ae.identity, max_step=1, conflict=255, saliency=p.stage_hash('saliency')))
     mean, std = p.ae.stats()
-    s, stop = c.seg, {k: getattr(c.seg, k) for k in ('patience', 'sched', 'lr_patience')}
-    st = p.run.stage('seg_sec', dict(arch=s.arch, weights=s.weights, epochs=s.epochs, bs=s.bs,
-                                     lr=s.lr, seed=c.seed, loss='sec', seeds=seeds.hash, **stop))
+    s = c.seg   # as `Pipeline.train_seg`: every setting of the seg group, and what the network learns from
+    st = p.run.stage('seg_sec', dict(asdict(s), seed=c.seed, loss='sec', seeds=seeds.hash))
     set_seed(c.seed)
     model = make_segnet(s.arch, len(p.trn.classes), s.weights)
     seg_stage(st, model, SegDataset(p.trn, seeds.folder, seg_train_tfms(model.recipe, mean, std)), 'sec',
               held=FolderMasks(p.hold, seeds.folder), mean=mean, std=std, sec_kw=dict(mean=mean, std=std),
-              epochs=s.epochs, bs=s.bs, lr=s.lr, seed=c.seed, num_workers=p.num_workers,
-              device=p.device, progress=False, **{k: v for k, v in stop.items() if v is not None})
+              seed=c.seed, num_workers=p.num_workers, device=p.device, progress=False,
+              **{k: v for k, v in asdict(s).items() if k not in ('arch', 'weights') and v is not None})   # None: the recipe's
 
 
 def one_seed(data:Path, out:Path, seed:int, ov:dict)->dict:

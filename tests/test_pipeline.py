@@ -74,7 +74,7 @@ def test_rerun_skips_and_other_config_refuses(voc, run_a):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr.count('done before, skipped') == len(STAGES), r.stderr[-2000:]
     assert ladder(out) == {x['rung']: x['mIoU'] for x in before['ladder']}
-    with pytest.raises(StageConfigError, match='seg.epochs'):
+    with pytest.raises(StageConfigError, match=r'seg\.epochs: '):
         Pipeline(voc, out, 'cpu', progress=False, epochs=2, max_steps=2, seg_epochs=4)
 
 def test_ground_truth_reference_watches_the_ground_truth(voc, run_a, tmp_path):

@@ -90,7 +90,7 @@ def test_bad_config_file_refused_before_run_folder(voc, tmp_path, text, named, n
     f.write_text(text)
     with pytest.raises(SystemExit) as e: aepsl_run(data=voc, out=tmp_path / 'r', config=str(f), quiet=True)
     assert named in str(e.value.code) and 'bad.json' in str(e.value.code), e.value.code
-    with pytest.raises(SystemExit, match='seg.epochs'): aepsl_run(data=voc, out=tmp_path / 'r', settings='seg_epochs=3', quiet=True)
+    with pytest.raises(SystemExit, match=r'its name is seg\.epochs'): aepsl_run(data=voc, out=tmp_path / 'r', settings='seg_epochs=3', quiet=True)
     assert not (tmp_path / 'r').exists()
 
 def test_missing_data_named(tmp_path, no_stages):
