@@ -53,15 +53,15 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               holdout_frac:float=None, # without holdout_split: the fraction of train_split held out (cpu, voc: 0.1)
               eval_split:str=None, # split scored with its masks
               miner:str=None, # object miner: ae (adversarial erasing, Algorithm 1), has (Hide-and-Seek) or acol (ACoL)
-              arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0
-              weights:str=None, # classifier weights: 'imagenet', a .pth file, or 'none' (random initialisation)
+              cls_arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0
+              cls_weights:str=None, # classifier weights: 'imagenet', a .pth file, or 'none' (random initialisation)
               delta:float=None, # CAM threshold δ of the mined regions
               max_steps:int=None, # cap on erasing steps
               rho:float=None, # erasing goes on while held-out mAP_t ≥ rho · mAP_1
-              epochs:int=None, # epoch cap of each classifier
-              patience:int=None, # early stopping of the classifiers
-              bs:int=None, # classifier batch size (global, over all processes)
-              lr:float=None, # classifier learning rate
+              cls_epochs:int=None, # epoch cap of each classifier (cpu: 60, stopped by patience)
+              cls_patience:int=None, # stop a classifier after this many epochs without a higher held-out mAP (cpu: 5)
+              cls_bs:int=None, # classifier batch size (global, over all processes)
+              cls_lr:float=None, # classifier learning rate
               crop_size:int=None, # classifier training crop
               cam_threshold:float=None, # CAM rung: background below this
               saliency:str=None, # background cue: unsupervised, forest:FILE (a saved SaliencyForest) or folder:DIR (grey PNGs <id>.png)
@@ -93,8 +93,8 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
             raise ValueError(f"stop_after={stop_after!r} is not a stage: stages are {', '.join(STAGES)}")
         preset, base = preset_and_overrides(config)
         ov = dict(base, **(parse_settings(settings) if settings else {}))
-        ov |= _run_overrides(train_split=train_split, holdout_split=holdout_split, holdout_frac=holdout_frac, eval_split=eval_split, miner=miner, arch=arch, weights=weights,
-                            delta=delta, max_steps=max_steps, rho=rho, epochs=epochs, patience=patience, bs=bs, lr=lr,
+        ov |= _run_overrides(train_split=train_split, holdout_split=holdout_split, holdout_frac=holdout_frac, eval_split=eval_split, miner=miner, cls_arch=cls_arch, cls_weights=cls_weights,
+                            delta=delta, max_steps=max_steps, rho=rho, cls_epochs=cls_epochs, cls_patience=cls_patience, cls_bs=cls_bs, cls_lr=cls_lr,
                             crop_size=crop_size, cam_threshold=cam_threshold, bg_threshold=bg_threshold, saliency=saliency, pseudo_rule=pseudo_rule, seg_arch=seg_arch,
                             seg_weights=seg_weights, seg_epochs=seg_epochs, seg_patience=seg_patience, seg_sched=seg_sched,
                             seg_lr_patience=seg_lr_patience, seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight,
@@ -113,7 +113,7 @@ DEMO = dict(n_train=300, n_val=100)   # every setting else is the cpu preset's
 def aepsl_demo(out:str='runs/demo', # run folder; the benchmark is written to <out>/data
                n_train:int=DEMO['n_train'], # training images of the built-in benchmark
                n_val:int=DEMO['n_val'], # validation images, scored at the end (10 % of the training images are held out)
-               epochs:int=None, # epoch cap of each erasing classifier (default: the cpu preset's, 60, stopped by patience)
+               cls_epochs:int=None, # epoch cap of each erasing classifier (default: the cpu preset's, 60, stopped by patience)
                seg_epochs:int=None, # epoch cap of each segmentation network (default: the cpu preset's, 60, stopped by patience)
                device:str=None, # default: the best available
                quiet:bool=False): # no progress display
@@ -129,6 +129,6 @@ def aepsl_demo(out:str='runs/demo', # run folder; the benchmark is written to <o
             synthetic_voc(data, n_train, n_val, 96, seed=0)
             write_json(data / 'done.json', want)
     barrier()
-    p = Pipeline(data, out, 'cpu', device, not quiet, epochs=epochs, seg_epochs=seg_epochs)
+    p = Pipeline(data, out, 'cpu', device, not quiet, cls_epochs=cls_epochs, seg_epochs=seg_epochs)
     m = p()
     if is_main(): print(results_table(m), flush=True)

@@ -4,11 +4,12 @@
 
 # %% ../nbs/08b_config.ipynb #15fc110a
 from __future__ import annotations
-import math, warnings
+import warnings
 from dataclasses import dataclass, field, fields, replace, MISSING
 from pathlib import Path
 import numpy as np
-from .erasing import MINERS, erasing_config, PRESETS as AE_PRESETS
+from .runs import setting, is_number, is_int
+from .erasing import MINERS, ErasingSettings, PRESETS as ERASING_PRESETS
 from .crf import crf_params
 from .psl import SEGNETS, MIN_BRANCH_MAP
 from .saliency import SALIENCY
@@ -16,29 +17,15 @@ from .pseudo import PSEUDO_RULES
 
 # %% auto #0
 __all__ = ['SEG_ARCHS', 'NO_WEIGHTS', 'PSL_INITS', 'SEG_SCHEDS', 'GROUPS', 'FLAGS', 'DOTTED', 'PIPELINE_PRESETS', 'RECORDED_ONLY',
-           'is_number', 'is_int', 'setting', 'SplitSettings', 'CamSettings', 'SaliencySettings', 'PseudoSettings',
-           'SegSettings', 'PslSettings', 'PredictSettings', 'RunConfig', 'settings_table', 'pipeline_config',
-           'config_overrides', 'read_config_file', 'preset_and_overrides', 'parse_settings']
+           'SplitSettings', 'CamSettings', 'SaliencySettings', 'PseudoSettings', 'SegSettings', 'PslSettings',
+           'PredictSettings', 'RunConfig', 'settings_table', 'pipeline_config', 'config_overrides', 'read_config_file',
+           'preset_and_overrides', 'parse_settings']
 
 # %% ../nbs/08b_config.ipynb #6d24c690
 SEG_ARCHS = tuple(SEGNETS)   # aepsl.psl's registry
 NO_WEIGHTS = ('small', 'seg_small')   # built from scratch: no pretrained weights exist for them
 PSL_INITS = ('seg_weights', 'seg_ssl')   # where AE-PSL's network starts: from seg_weights (the paper's), or from the trained AE-SSL network
 SEG_SCHEDS = (None, 'poly', 'plateau', 'onecycle', 'const')   # None: the network's recipe (`aepsl.train.make_optimizer`)
-
-def is_number(v)->bool:
-    "A finite real number (not a bool, not nan or ±inf: `nan <= 0` is False, so comparisons alone let nan through)."
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
-
-def is_int(v, lo:int)->bool:
-    "An integer (not a bool) ≥ `lo`."
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= lo
-
-def setting(default, # the `cpu` preset's value
-            doc:str, # what it does (the settings table)
-            flag:str=None): # its `aepsl_run` flag, where that is not `<group>_<name>`
-    "A field of a settings group."
-    return field(default=default, metadata=dict(doc=doc, flag=flag))
 
 def _in(flag:str, v, lo, hi, closed=False)->list:
     "[] if `v` is a number in (lo, hi) ([lo, hi] if `closed`), else the message naming `flag`."
@@ -160,11 +147,11 @@ class PredictSettings:
 # %% ../nbs/08b_config.ipynb #6eaa4395
 @dataclass(frozen=True)
 class RunConfig:
-    "Every setting of `aepsl_run`: the miner, the seed, the erasing stage's settings (`aepsl.erasing.erasing_config`) and one group per later stage."
+    "Every setting of `aepsl_run`: the miner, the seed and one group per stage."
     preset:str = 'cpu'
     miner:str = setting('ae', "object miner: ae (Algorithm 1), has (Hide-and-Seek) or acol (ACoL)", 'miner')
     seed:int = setting(0, "seed of every stage (step t of erasing: seed + t)", 'seed')
-    erasing:dict = None   # the preset's `aepsl.erasing.PRESETS` entry, checked by `erasing_config`
+    erasing:ErasingSettings = field(default_factory=ErasingSettings)
     splits:SplitSettings = field(default_factory=SplitSettings)
     cam:CamSettings = field(default_factory=CamSettings)
     saliency:SaliencySettings = field(default_factory=SaliencySettings)
@@ -173,7 +160,7 @@ class RunConfig:
     psl:PslSettings = field(default_factory=PslSettings)
     test:PredictSettings = field(default_factory=PredictSettings)
     def problems(self)->list:
-        "Every bad setting of the stages after erasing, named by its flag."
+        "Every bad setting, named by its flag."
         bad = [] if self.miner in MINERS else [f"miner={self.miner!r}: use one of {', '.join(MINERS)}"]
         bad += [] if is_int(self.seed, 0) else [f"seed={self.seed!r} must be an integer ≥ 0"]
         return bad + [b for g in GROUPS for b in getattr(self, g).problems()]
@@ -187,24 +174,22 @@ FLAGS = {_flag(None, f): (None, f.name) for f in fields(RunConfig) if f.metadata
 FLAGS |= {_flag(g, f): (g, f.name) for g, cls in GROUPS.items() for f in fields(cls)}
 DOTTED = {v: k for k, v in FLAGS.items()}   # (group, name) → flag
 
-def _erasing(preset:str)->dict: return {k: v for k, v in AE_PRESETS[preset].items() if k != 'num_workers'}   # how fast, not what
-
 PIPELINE_PRESETS = dict(
-    cpu=RunConfig('cpu', erasing=_erasing('cpu')),   # the fields' defaults: small networks from scratch, minutes on a CPU
-    photos=RunConfig('photos', erasing=_erasing('photos'), seg=SegSettings(arch='lite0_seg', weights='imagenet', bs=10),
+    cpu=RunConfig('cpu'),   # the fields' defaults: small networks from scratch, minutes on a CPU
+    photos=RunConfig('photos', erasing=ERASING_PRESETS['photos'], seg=SegSettings(arch='lite0_seg', weights='imagenet', bs=10),
                      psl=PslSettings(init='seg_weights'), test=PredictSettings(prohibit=False)),
-    voc=RunConfig('voc', erasing=_erasing('voc'), splits=SplitSettings(train='train_aug'), psl=PslSettings(init='seg_weights'),
+    voc=RunConfig('voc', erasing=ERASING_PRESETS['voc'], splits=SplitSettings(train='train_aug'), psl=PslSettings(init='seg_weights'),
                   seg=SegSettings(arch='deeplab_largefov', weights='imagenet', epochs=None, bs=None, patience=None, sched=None, lr_patience=None),
                   test=PredictSettings(scales=(1.0, 0.75, 1.25), flip=True, prohibit=False, crf_workers=4)))
 
 # %% ../nbs/08b_config.ipynb #b8d76196
 def settings_table(presets=('cpu', 'photos', 'voc'))->str:
-    "Every setting after erasing as a Markdown table: its name in the tree, its `aepsl_run` flag, each preset's value, what it does."
-    rows = ['| setting | flag | ' + ' | '.join(presets) + ' | what it does |', '|---|---|' + '---|' * len(presets) + '---|']
+    "Every setting as a Markdown table: its name in the tree, its keyword (`pipeline_config`, `Pipeline`; `aepsl_run`'s flag where it has one), each preset's value, what it does."
+    rows = ['| setting | keyword | ' + ' | '.join(presets) + ' | what it does |', '|---|---|' + '---|' * len(presets) + '---|']
     for (g, name), flag in DOTTED.items():
         f = next(f for f in fields(RunConfig if g is None else GROUPS[g]) if f.name == name)
         vals = [getattr(PIPELINE_PRESETS[p] if g is None else getattr(PIPELINE_PRESETS[p], g), name) for p in presets]
-        rows.append(f"| `{name if g is None else g + '.' + name}` | `--{flag}` | " + ' | '.join(f'`{v!r}`' for v in vals) + f" | {f.metadata['doc']} |")
+        rows.append(f"| `{name if g is None else g + '.' + name}` | `{flag}` | " + ' | '.join(f'`{v!r}`' for v in vals) + f" | {f.metadata['doc']} |")
     return '\n'.join(rows)
 
 # %% ../nbs/08b_config.ipynb #9d243db4
@@ -220,33 +205,28 @@ def _check_weights(key:str, # 'weights' or 'seg_weights', for messages
     if arch in NO_WEIGHTS: return f"{key}={str(w)!r}: arch {arch!r} takes no pretrained weights (it starts from random ones); drop --{key}"
 
 def pipeline_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
-                    **overrides, # settings by flag (`FLAGS`, or an erasing setting of `aepsl.erasing.PRESETS`); None keeps the preset's
+                    **overrides, # settings by flag (`FLAGS`: cls_epochs, seg_epochs, delta, …); None keeps the preset's
                    )->RunConfig:
     "A preset with `overrides`, every setting checked (`ValueError` naming each bad one)."
     if preset not in PIPELINE_PRESETS: raise ValueError(f"unknown config {preset!r}: choose one of {', '.join(PIPELINE_PRESETS)}")
     base = PIPELINE_PRESETS[preset]
-    if bad := sorted(k for k in overrides if k not in FLAGS and k not in AE_PRESETS[preset]):
-        raise ValueError(f"unknown settings {bad}; settings are {', '.join(sorted(set(FLAGS) | set(AE_PRESETS[preset])))}")
-    ae = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if k in AE_PRESETS[preset] and k != 'num_workers'}
-    if ae.get('weights') == 'none' and AE_PRESETS[preset]['weights'] is None: del ae['weights']   # the same run as without the flag
+    if bad := sorted(k for k in overrides if k not in FLAGS): raise ValueError(f"unknown settings {bad}; settings are {', '.join(sorted(FLAGS))}")
     top, groups = {}, {g: {} for g in GROUPS}
     for k, v in overrides.items():
-        if k in FLAGS and v is not None:
+        if v is not None:
             g, name = FLAGS[k]
             (top if g is None else groups[g])[name] = tuple(v) if isinstance(v, list) else v
-    if groups['seg'].get('weights') == 'none' and base.seg.weights is None: groups['seg']['weights'] = None
+    for g in ('erasing', 'seg'):   # 'none' where the preset has no weights: the same run as without the flag
+        if groups[g].get('weights') == 'none' and getattr(base, g).weights is None: groups[g]['weights'] = None
+    if groups['erasing'].get('arch') == 'small' and 'weights' not in groups['erasing']: groups['erasing']['weights'] = None   # the preset's are for its own arch
     c = replace(base, **top, **{g: replace(getattr(base, g), **kw) for g, kw in groups.items() if kw})
-    bad, erasing = c.problems(), None
-    try: erasing = erasing_config(preset, **ae)
-    except (ValueError, TypeError) as e: bad.append(str(e))
-    bad.append(_check_weights('seg_weights', c.seg.arch, c.seg.weights, overrides.get('seg_weights') is not None))   # `weights`: erasing_config
+    bad = c.problems() + [_check_weights('seg_weights', c.seg.arch, c.seg.weights, overrides.get('seg_weights') is not None)]   # cls_weights: ErasingSettings
     if bad := [b for b in bad if b]: raise ValueError('; '.join(bad))
-    erasing.pop('num_workers')   # how fast, not what: a runtime setting
     if c.splits.holdout is not None and c.splits.holdout == c.splits.eval:
         warnings.warn(f"holdout_split={c.splits.holdout!r} is also the evaluation split: its labels choose the classifiers' epochs and "
                       f"the number of erasing steps, so its score is no longer held out (leave holdout_split unset to hold out "
                       f"{c.splits.holdout_frac:.0%} of {c.splits.train!r})", stacklevel=2)
-    return replace(c, erasing=erasing)
+    return c
 
 # %% ../nbs/08b_config.ipynb #186a5cd9
 import json
@@ -261,14 +241,14 @@ def config_overrides(tree:dict, # {'erasing': {...}, 'seg': {...}, …, 'miner':
     for k, v in tree.items():
         if k in ('preset', *RECORDED_ONLY): continue
         if k in FLAGS and FLAGS[k][0] is None: ov[k] = v   # miner, seed
-        elif k in GROUPS or k == 'erasing':
+        elif k in GROUPS:
             if not isinstance(v, dict): raise ValueError(f"{where}: {k!r} must be an object of {k} settings")
             for name, x in v.items():
-                if k != 'erasing' and (k, name) not in DOTTED:
+                if (k, name) not in DOTTED:
                     raise ValueError(f"{where}: {k}.{name} is not a setting; {k}'s are {', '.join(f.name for f in fields(GROUPS[k]))}")
-                ov[name if k == 'erasing' else DOTTED[k, name]] = x
+                ov[DOTTED[k, name]] = x
         elif k in FLAGS: raise ValueError(f"{where}: {k!r} is a flag; here its name is {'.'.join(FLAGS[k])}")
-        else: raise ValueError(f"{where}: {k!r} is not a setting or a group ({', '.join(['erasing', *GROUPS])})")
+        else: raise ValueError(f"{where}: {k!r} is not a setting or a group ({', '.join(GROUPS)})")
     return ov
 
 # %% ../nbs/08b_config.ipynb #69277d08

@@ -5,6 +5,7 @@
 # %% ../nbs/04_erasing.ipynb #84fda185
 from __future__ import annotations
 import json, math, time, warnings
+from dataclasses import dataclass, fields, replace, asdict
 from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -14,15 +15,15 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from .data import mean_pixel, pixel_std, seg_transforms, IMAGENET_MEAN, IMAGENET_STD
 from .metrics import SegMetric
-from .runs import Stage, RunFolder, RUNTIME_KEYS, save_arrays, load_arrays, write_json, Registry, check_id
+from .runs import Stage, RunFolder, RUNTIME_KEYS, save_arrays, load_arrays, write_json, Registry, check_id, setting, is_number, is_int
 from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed, pick_device, rank_world, barrier
 from .cam import normalize_cams, eval_mode
 
 # %% auto #0
-__all__ = ['PRESETS', 'ARCHS', 'SCHEDULES', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions', 'regions_to_label_map',
-           'region_quality', 'save_regions', 'load_regions', 'load_erased', 'ErasedDataset', 'erasing_config',
-           'make_classifier', 'AdversarialErasing', 'HideAndSeek', 'ACoL', 'acol_loss', 'acol_cam', 'fit_acol',
-           'HideAndSeekMiner', 'ACoLMiner', 'aepsl_erase']
+__all__ = ['ARCHS', 'SCHEDULES', 'PRESETS', 'NUM_WORKERS', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions',
+           'regions_to_label_map', 'region_quality', 'save_regions', 'load_regions', 'load_erased', 'ErasedDataset',
+           'ErasingSettings', 'erasing_config', 'make_classifier', 'AdversarialErasing', 'HideAndSeek', 'ACoL',
+           'acol_loss', 'acol_cam', 'fit_acol', 'HideAndSeekMiner', 'ACoLMiner', 'aepsl_erase']
 
 # %% ../nbs/04_erasing.ipynb #ee25732d
 def mine_regions(cams, # B×C×H×W CAMs in [0, 1] (absent classes 0)
@@ -162,37 +163,8 @@ class ErasedDataset(Dataset):
         return x.as_subclass(torch.Tensor), torch.from_numpy(self.labels[i]), m.as_subclass(torch.Tensor).long()
 
 # %% ../nbs/04_erasing.ipynb #143c821e
-PRESETS = dict(
-    cpu=dict(arch='small', weights=None, crop_size=96, scale=(0.9, 1.1), epochs=60, patience=5, sched='plateau', lr_patience=2, bs=32, lr=None,
-             delta=0.5, max_steps=3, rho=0.5, min_map=None, fill='mean', mean='dataset',
-             cam_scales=(1.0,), cam_flip=False, cam_bs=64, num_workers=0),
-    photos=dict(arch='lite0', weights='imagenet', crop_size=224, scale=(0.7, 1.3), epochs=60, patience=5, sched='plateau', lr_patience=2,
-                bs=16, lr=None, delta=0.5, max_steps=3, rho=0.5, min_map=None, fill='mean', mean='model',
-                cam_scales=(1.0,), cam_flip=False, cam_bs=8, num_workers=0),
-    voc=dict(arch='vgg16_largefov', weights='imagenet', crop_size=321, scale=(0.7, 1.3), epochs=15, patience=3, sched=None, lr_patience=None, bs=20,
-             lr=1e-3, delta=0.5, max_steps=3, rho=0.5, min_map=None, fill='mean', mean='imagenet',
-             cam_scales=(1.0, 0.5, 1.5, 2.0), cam_flip=True, cam_bs=1, num_workers=8))
-
-def erasing_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
-                   **overrides)->dict: # any preset key; None values keep the preset's
-    "A preset's settings with `overrides` applied, checked."
-    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    cfg = dict(PRESETS[preset])
-    for k, v in overrides.items():
-        if k not in cfg: raise ValueError(f"unknown setting {k!r}; settings are {', '.join(cfg)}")
-        if v is not None: cfg[k] = v
-    if cfg['arch'] == 'small' and overrides.get('weights') is None: cfg['weights'] = None   # the preset's weights are for its own arch
-    _check_config(cfg)
-    return cfg
-
-# %% ../nbs/04_erasing.ipynb #43c80bcf
-def _int(v, lo:int)->bool:
-    "`v` is an integer (not a bool) ≥ `lo`."
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= lo
-
-def _num(v)->bool:
-    "`v` is a finite real number (not a bool)."
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+ARCHS = ('small', 'vgg16_largefov', 'resnet50', 'lite0')
+SCHEDULES = (None, 'plateau', 'onecycle', 'poly', 'const')   # `aepsl.train.make_optimizer`'s; None: the architecture's recipe
 
 def _rgb(v)->bool:
     "`v` is three finite grey levels in [0, 255]."
@@ -201,46 +173,79 @@ def _rgb(v)->bool:
     except (TypeError, ValueError): return False
     return a.shape == (3,) and bool(np.isfinite(a).all() and ((a >= 0) & (a <= 255)).all())
 
-ARCHS = ('small', 'vgg16_largefov', 'resnet50', 'lite0')
-SCHEDULES = (None, 'plateau', 'onecycle', 'poly', 'const')   # `aepsl.train.make_optimizer`'s; None: the architecture's recipe
+@dataclass(frozen=True)
+class ErasingSettings:
+    "The erasing stage's settings (the `erasing` group of `aepsl.config.RunConfig`); the fields' defaults are the `cpu` preset."
+    arch:str = setting('small', "classifier: small, vgg16_largefov, resnet50 or lite0 (`CLASSIFIERS`)", 'cls_arch')
+    weights:str|None = setting(None, "classifier weights: 'imagenet', a state-dict .pth file, or None/'none' (random initialisation)", 'cls_weights')
+    crop_size:int = setting(96, "side of the classifiers' training crops", 'crop_size')
+    scale:tuple = setting((0.9, 1.1), "random rescaling of the training images: (low, high)", 'scale')
+    epochs:int = setting(60, "epoch cap of each classifier (meant never to bind: patience stops it)", 'cls_epochs')
+    patience:int|None = setting(5, "stop a classifier after this many epochs without a higher held-out mAP (None: at the cap)", 'cls_patience')
+    sched:str|None = setting('plateau', "classifier learning-rate schedule: plateau, onecycle, poly or const (None: the recipe's)", 'cls_sched')
+    lr_patience:int|None = setting(2, "with cls_sched plateau: epochs without progress before the rate falls", 'cls_lr_patience')
+    bs:int = setting(32, "classifier batch size, over all processes", 'cls_bs')
+    lr:float|None = setting(None, "classifier learning rate (None: the recipe's)", 'cls_lr')
+    delta:float = setting(0.5, "CAM threshold δ of the mined regions, in (0, 1)", 'delta')
+    max_steps:int = setting(3, "cap on erasing steps", 'max_steps')
+    rho:float = setting(0.5, "erasing goes on while held-out mAP_t ≥ rho · mAP_1", 'rho')
+    min_map:float|None = setting(None, "optional floor on each step's held-out mAP", 'min_map')
+    fill:str|tuple = setting('mean', "erased pixels become: mean (the mean pixel), zero, noise or an RGB triple", 'fill')
+    mean:str|tuple = setting('dataset', "the mean pixel: dataset (measured), imagenet, model (the network's) or an RGB triple", 'mean')
+    cam_scales:tuple = setting((1.0,), "scales of the mining CAMs", 'cam_scales')
+    cam_flip:bool = setting(False, "average the mining CAMs with the flipped image's", 'cam_flip')
+    cam_bs:int = setting(64, "images per batch when mining CAMs", 'cam_bs')
+    def problems(self)->list:
+        "Every setting that cannot run, named by its flag with its value."
+        bad = [] if is_number(self.delta) and 0 < self.delta < 1 else [f"delta={self.delta} must lie in (0, 1): CAMs are normalised to max 1"]
+        if not (is_number(self.rho) and 0 < self.rho <= 1): bad.append(f"rho={self.rho} must lie in (0, 1]")
+        if self.min_map is not None and not (is_number(self.min_map) and 0 <= self.min_map <= 1):
+            bad.append(f"min_map={self.min_map} must lie in [0, 1] (an mAP) or be None")
+        bad += [f"{k}={v!r} must be an integer ≥ 1" for k, v in (('cls_epochs', self.epochs), ('max_steps', self.max_steps),
+                ('cls_bs', self.bs), ('crop_size', self.crop_size), ('cam_bs', self.cam_bs)) if not is_int(v, 1)]
+        if self.patience is not None and not is_int(self.patience, 1): bad.append(f"cls_patience={self.patience!r} must be an integer ≥ 1 (or None)")
+        if self.sched not in SCHEDULES: bad.append(f"cls_sched={self.sched!r}: use one of {', '.join(map(str, SCHEDULES))} (None: the network's recipe)")
+        elif self.sched == 'plateau':
+            if not is_int(self.lr_patience, 1): bad.append(f"cls_lr_patience={self.lr_patience!r} must be an integer ≥ 1 with cls_sched='plateau'")
+            elif self.patience is not None and is_int(self.patience, 1) and self.patience <= self.lr_patience:
+                bad.append(f"cls_patience={self.patience} must exceed cls_lr_patience={self.lr_patience}: the last lowered learning rate needs epochs to act")
+        if self.lr is not None and not (is_number(self.lr) and self.lr > 0): bad.append(f"cls_lr={self.lr} must be a finite number > 0 (or None: the recipe's)")
+        s, cs = self.scale, self.cam_scales
+        if not (isinstance(s, (tuple, list)) and len(s) == 2 and all(is_number(v) and v > 0 for v in s) and s[0] <= s[1]):
+            bad.append(f"scale={s!r} must be two positive numbers (low, high) with low ≤ high")
+        if not (isinstance(cs, (tuple, list)) and len(cs) > 0 and all(is_number(v) and v > 0 for v in cs)):
+            bad.append(f"cam_scales={cs!r} must be a non-empty list of positive numbers")
+        if not isinstance(self.cam_flip, (bool, np.bool_)): bad.append(f"cam_flip={self.cam_flip!r} must be True or False")
+        if not (self.fill in ('mean', 'zero', 'noise') if isinstance(self.fill, str) else _rgb(self.fill)):
+            bad.append(f"fill={self.fill!r}: use 'mean', 'zero', 'noise' or an RGB triple in [0, 255]")
+        if not (self.mean in ('dataset', 'imagenet', 'model') if isinstance(self.mean, str) else _rgb(self.mean)):
+            bad.append(f"mean={self.mean!r}: use 'dataset', 'imagenet', 'model' or an RGB triple in [0, 255]")
+        if self.arch not in ARCHS: bad.append(f"cls_arch={self.arch!r}: use {', '.join(ARCHS)}")
+        w = self.weights
+        if w not in (None, 'none'):
+            if self.arch == 'small': bad.append(f"cls_weights={w!r}: arch 'small' has no pretrained weights (use None or 'none')")
+            elif not isinstance(w, (str, Path)): bad.append(f"cls_weights={w!r}: use 'imagenet', 'none' or a state-dict file")
+            elif w != 'imagenet' and not Path(w).is_file(): bad.append(f"cls_weights={str(w)!r}: no such file (use 'imagenet', 'none' or a state-dict file)")
+        return bad
 
-def _check_config(c):
-    "Refuse (`ValueError` naming each bad setting and its value) a config that cannot run."
-    bad = []
-    if not (_num(c['delta']) and 0 < c['delta'] < 1): bad.append(f"delta={c['delta']} must lie in (0, 1): CAMs are normalised to max 1")
-    if not (_num(c['rho']) and 0 < c['rho'] <= 1): bad.append(f"rho={c['rho']} must lie in (0, 1]")
-    if c['min_map'] is not None and not (_num(c['min_map']) and 0 <= c['min_map'] <= 1):
-        bad.append(f"min_map={c['min_map']} must lie in [0, 1] (an mAP) or be None")
-    for k in ('epochs', 'max_steps', 'bs', 'crop_size', 'cam_bs'):
-        if not _int(c[k], 1): bad.append(f"{k}={c[k]!r} must be an integer ≥ 1")
-    if not _int(c['num_workers'], 0): bad.append(f"num_workers={c['num_workers']!r} must be an integer ≥ 0")
-    if c['patience'] is not None and not _int(c['patience'], 1): bad.append(f"patience={c['patience']!r} must be an integer ≥ 1 (or None)")
-    if c['sched'] not in SCHEDULES: bad.append(f"sched={c['sched']!r}: use one of {', '.join(map(str, SCHEDULES))} (None: the network's recipe)")
-    elif c['sched'] == 'plateau':
-        if not _int(c['lr_patience'], 1): bad.append(f"lr_patience={c['lr_patience']!r} must be an integer ≥ 1 with sched='plateau'")
-        elif c['patience'] is not None and _int(c['patience'], 1) and c['patience'] <= c['lr_patience']:
-            bad.append(f"patience={c['patience']} must exceed lr_patience={c['lr_patience']}: the last lowered learning rate needs epochs to act")
-    if c['lr'] is not None and not (_num(c['lr']) and c['lr'] > 0): bad.append(f"lr={c['lr']} must be a finite number > 0 (or None: the recipe's)")
-    s = c['scale']
-    if not (isinstance(s, (tuple, list)) and len(s) == 2 and all(_num(v) and v > 0 for v in s) and s[0] <= s[1]):
-        bad.append(f"scale={s!r} must be two positive numbers (low, high) with low ≤ high")
-    cs = c['cam_scales']
-    if not (isinstance(cs, (tuple, list)) and len(cs) > 0 and all(_num(v) and v > 0 for v in cs)):
-        bad.append(f"cam_scales={cs!r} must be a non-empty list of positive numbers")
-    if not isinstance(c['cam_flip'], (bool, np.bool_)): bad.append(f"cam_flip={c['cam_flip']!r} must be True or False")
-    f = c['fill']
-    if not (f in ('mean', 'zero', 'noise') if isinstance(f, str) else _rgb(f)):
-        bad.append(f"fill={f!r}: use 'mean', 'zero', 'noise' or an RGB triple in [0, 255]")
-    m = c['mean']
-    if not (m in ('dataset', 'imagenet', 'model') if isinstance(m, str) else _rgb(m)):
-        bad.append(f"mean={m!r}: use 'dataset', 'imagenet', 'model' or an RGB triple in [0, 255]")
-    if c['arch'] not in ARCHS: bad.append(f"arch={c['arch']!r}: use {', '.join(ARCHS)}")
-    w = c['weights']
-    if w not in (None, 'none'):
-        if c['arch'] == 'small': bad.append(f"weights={w!r}: arch 'small' has no pretrained weights (use weights=None)")
-        elif not isinstance(w, (str, Path)): bad.append(f"weights={w!r}: use 'imagenet', 'none' or a state-dict file")
-        elif w != 'imagenet' and not Path(w).is_file(): bad.append(f"weights={str(w)!r}: no such file (use 'imagenet', 'none' or a state-dict file)")
-    if bad: raise ValueError('; '.join(bad))
+PRESETS = dict(
+    cpu=ErasingSettings(),   # the fields' defaults
+    photos=ErasingSettings(arch='lite0', weights='imagenet', crop_size=224, scale=(0.7, 1.3), bs=16, mean='model', cam_bs=8),
+    voc=ErasingSettings(arch='vgg16_largefov', weights='imagenet', crop_size=321, scale=(0.7, 1.3), epochs=15, patience=3, sched=None,
+                        lr_patience=None, bs=20, lr=1e-3, mean='imagenet', cam_scales=(1.0, 0.5, 1.5, 2.0), cam_flip=True, cam_bs=1))
+NUM_WORKERS = dict(cpu=0, photos=0, voc=8)   # data-loader workers by preset: how fast, not what (recorded, never compared)
+
+# %% ../nbs/04_erasing.ipynb #43c80bcf
+def erasing_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
+                   **overrides)->ErasingSettings: # any field of `ErasingSettings`; None values keep the preset's
+    "A preset's settings with `overrides` applied, checked: `ValueError` naming every bad setting at once."
+    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    names = [f.name for f in fields(ErasingSettings)]
+    if bad := [k for k in overrides if k not in names]: raise ValueError(f"unknown setting {bad[0]!r}; settings are {', '.join(names)}")
+    cfg = replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    if cfg.arch == 'small' and overrides.get('weights') is None: cfg = replace(cfg, weights=None)   # the preset's weights are for its own arch
+    if bad := cfg.problems(): raise ValueError('; '.join(bad))
+    return cfg
 
 # %% ../nbs/04_erasing.ipynb #f322feb3
 CLASSIFIERS = Registry('classifier arch')   # name -> `factory(n_classes, weights)`: a fresh `CAMClassifier`
@@ -285,9 +290,12 @@ class AdversarialErasing:
                  seed:int=0, # step t trains with seed + t
                  device=None, # default: the best available
                  progress:bool=False, # progress bars
-                 **settings): # any key of the preset: delta, max_steps, rho, epochs, patience, crop_size, ...
+                 num_workers:int=None, # data-loader workers (how fast, not what); None: `NUM_WORKERS[preset]`
+                 **settings): # any field of `ErasingSettings`: delta, max_steps, rho, epochs, patience, crop_size, ...
         self.cfg = erasing_config(preset, **settings)
-        if not _int(seed, 0): raise ValueError(f"seed={seed!r} must be an integer ≥ 0")
+        if not is_int(seed, 0): raise ValueError(f"seed={seed!r} must be an integer ≥ 0")
+        self.num_workers = NUM_WORKERS[preset] if num_workers is None else num_workers
+        if not is_int(self.num_workers, 0): raise ValueError(f"num_workers={num_workers!r} must be an integer ≥ 0")
         pick_device(device)   # checked now; resolved where it is used (under torchrun, after each rank has its GPU)
         store_attr('train_ds,holdout_ds,seed,device,progress')
         if out is None:
@@ -306,8 +314,8 @@ class AdversarialErasing:
         if missing := [c for c, n in zip(train_ds.classes, hy.sum(0)) if n == 0]:
             warnings.warn(f"no held-out image contains {missing}: the stopping rule's mAP ignores these classes")
         self.n_classes = len(train_ds.classes)
-        self.make_model = make_model or partial(make_classifier, self.cfg['arch'], weights=self.cfg['weights'])
-        self.model_name = model_name or (getattr(make_model, '__qualname__', repr(make_model)) if make_model else self.cfg['arch'])
+        self.make_model = make_model or partial(make_classifier, self.cfg.arch, weights=self.cfg.weights)
+        self.model_name = model_name or (getattr(make_model, '__qualname__', repr(make_model)) if make_model else self.cfg.arch)
         self.steps, self._stats, self._fps, self._splits = [], None, None, {}
 
 # %% ../nbs/04_erasing.ipynb #11706ee3
@@ -321,7 +329,7 @@ def fingerprints(self:AdversarialErasing)->tuple:
 def stats(self:AdversarialErasing)->tuple:
     "(mean, std) pixel in grey levels: ImageNet's, the network's own, given, or measured once on the training set (cached in the run folder)."
     if self._stats is not None: return self._stats
-    m = self.cfg['mean']
+    m = self.cfg.mean
     if m == 'imagenet': self._stats = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
     elif m == 'dataset':
         st = Stage(self.out / 'stats', dict(data=self.fingerprints()[0]), 'stats').check()
@@ -342,7 +350,7 @@ def step_config(self:AdversarialErasing, t:int)->dict:
     "What step t's classifier and regions depend on: data, settings, seed, and step t-1's config."
     keys = ('arch', 'weights', 'crop_size', 'scale', 'epochs', 'patience', 'sched', 'lr_patience', 'bs', 'lr', 'delta', 'fill', 'mean',
             'cam_scales', 'cam_flip')
-    c = dict({k: self.cfg[k] for k in keys}, model=self.model_name, seed=self.seed + t, step=t,
+    c = dict({k: getattr(self.cfg, k) for k in keys}, model=self.model_name, seed=self.seed + t, step=t,
              data=self.fingerprints()[0], holdout=self.fingerprints()[1])
     if self.method != 'ae': c['miner'] = self.method   # AE's identity stays what it was
     if t > 1: c['previous'] = self.step_hash(t - 1)
@@ -368,8 +376,8 @@ def datasets(self:AdversarialErasing, t:int, train_tfms:bool=True)->tuple:
     "Step t's (training, held-out) `ErasedDataset`s: training with the WSSS augmentation, held-out at native size."
     mean, std = self.stats()
     c = self.cfg
-    tf = seg_transforms(mean, std, crop_size=c['crop_size'], scale=c['scale'], flip=True) if train_tfms else None
-    mk = lambda ds, split, tf: ErasedDataset(ds, self.region_dirs(t, split), mean, std, c['fill'], tf, seed=self.seed + t, cumulative=True)
+    tf = seg_transforms(mean, std, crop_size=c.crop_size, scale=c.scale, flip=True) if train_tfms else None
+    mk = lambda ds, split, tf: ErasedDataset(ds, self.region_dirs(t, split), mean, std, c.fill, tf, seed=self.seed + t, cumulative=True)
     return mk(self.train_ds, 'train', tf), mk(self.holdout_ds, 'holdout', None)
 
 # %% ../nbs/04_erasing.ipynb #a436a8c7
@@ -381,7 +389,7 @@ def loss(self:AdversarialErasing, model): return None             # AE: the clas
 def cam(self:AdversarialErasing, model, x, y)->torch.Tensor:
     "The localisation maps the miner thresholds at δ: B×C×H×W in [0, 1]."
     from aepsl.cam import multiscale_cam
-    return multiscale_cam(model, x, y, scales=self.cfg['cam_scales'], flip=self.cfg['cam_flip'])
+    return multiscale_cam(model, x, y, scales=self.cfg.cam_scales, flip=self.cfg.cam_flip)
 AdversarialErasing.method, AdversarialErasing.title = 'ae', 'AE'   # its registry name, its name on the ladder
 
 # %% ../nbs/04_erasing.ipynb #812c96b6
@@ -421,8 +429,8 @@ def mine(self:AdversarialErasing, model, # the classifier whose CAMs are thresho
         nonlocal batches
         i = pos[image_id]
         if batches is None:   # started on the first image to do: a finished stage loads nothing
-            bs = c['cam_bs']
-            dl = DataLoader(Subset(ds, order), bs, collate_fn=_as_list, num_workers=c['num_workers'])
+            bs = c.cam_bs
+            dl = DataLoader(Subset(ds, order), bs, collate_fn=_as_list, num_workers=self.num_workers)
             batches = zip(dl, (order[j:j + bs] for j in range(0, len(order), bs)))
         while i not in cams:
             items, idx = next(batches, None) or ([ds[i]], [i])   # the next batch of this rank's share (else the image alone)
@@ -432,7 +440,7 @@ def mine(self:AdversarialErasing, model, # the classifier whose CAMs are thresho
             raise FloatingPointError(f"the CAM of image {image_id!r} is not finite (mining into {st.folder}): the classifier's "
                                      f"outputs are NaN or infinite, so its regions would be empty; lower the learning rate "
                                      f"or check the data, then delete {st.folder.parent} to redo the step")
-        reg = mine_regions(cam[None], ds.labels[i][None], c['delta'])[0]
+        reg = mine_regions(cam[None], ds.labels[i][None], c.delta)[0]
         before = ds.regions(i, reg.shape[1:]) if getattr(ds, 'region_dirs', None) else False
         save_regions(path, reg, ds.labels[i], erased=reg.any(0) | before)   # the next step reads this union alone
     return st.map(ds.ids, write, st.name, self.progress, suffix='.npz')
@@ -459,10 +467,10 @@ def fit_step(self:AdversarialErasing, model, # a fresh classifier (`make_model`)
              **kwargs): # `fit_classifier` overrides (e.g. `ckpt`, `epochs`)
     "Train step t's classifier with the run's settings: the call `train_step` makes (and `bench/erasing.py` times); the history."
     c = self.cfg
-    sk = {} if c['sched'] is None else dict(sched=c['sched'], **({'lr_patience': c['lr_patience']} if c['sched'] == 'plateau' else {}))
-    kw = dict(loss_fn=self.loss(model), epochs=c['epochs'], bs=c['bs'], lr=c['lr'], flip=False, seed=self.seed + t, **sk,
-              num_workers=c['num_workers'], patience=c['patience'], device=self.device, progress=self.progress,
-              valid_bs=2 * c['bs'] if _fixed_size(hold) else 1)
+    sk = {} if c.sched is None else dict(sched=c.sched, **({'lr_patience': c.lr_patience} if c.sched == 'plateau' else {}))
+    kw = dict(loss_fn=self.loss(model), epochs=c.epochs, bs=c.bs, lr=c.lr, flip=False, seed=self.seed + t, **sk,
+              num_workers=self.num_workers, patience=c.patience, device=self.device, progress=self.progress,
+              valid_bs=2 * c.bs if _fixed_size(hold) else 1)
     return fit_classifier(model, self.train_data(trn, t), hold, **{**kw, **kwargs})
 
 @patch
@@ -504,10 +512,10 @@ def run(self:AdversarialErasing, max_steps:int=None, # override the cap for this
         rho:float=None, # override the relative criterion for this call
         min_map:float=None): # optional absolute floor on the held-out mAP
     "Run (or resume) Algorithm 1; returns one record per step, with `success` and `resumed`."
-    max_steps = self.cfg['max_steps'] if max_steps is None else max_steps
-    rho = self.cfg['rho'] if rho is None else rho
-    min_map = self.cfg['min_map'] if min_map is None else min_map
-    _check_config(dict(self.cfg, max_steps=max_steps, rho=rho, min_map=min_map))   # this call's overrides too
+    max_steps = self.cfg.max_steps if max_steps is None else max_steps
+    rho = self.cfg.rho if rho is None else rho
+    min_map = self.cfg.min_map if min_map is None else min_map
+    if bad := replace(self.cfg, max_steps=max_steps, rho=rho, min_map=min_map).problems(): raise ValueError('; '.join(bad))   # this call's overrides too
     self.steps = []
     for t in range(1, max_steps + 1):
         st = Stage(self.out / 'mined' / f'step{t}', self.step_config(t), f'mined/step{t}').check()
@@ -648,7 +656,7 @@ def mine_split(self:AdversarialErasing, ds, # per-image data set with the traini
         if st.done:
             recs.append(st.record)
             continue
-        eds = ErasedDataset(ds, self.region_dirs(t, name), mean, std, self.cfg['fill'], seed=self.seed + t, cumulative=True)   # as `datasets` erases the held-out set
+        eds = ErasedDataset(ds, self.region_dirs(t, name), mean, std, self.cfg.fill, seed=self.seed + t, cumulative=True)   # as `datasets` erases the held-out set
         recs.append(self.mine(self.load_model(t).to(dev), eds, st))
     self._splits[name] = ds                                # `mined_steps(i, name)` reads it now
     return recs
@@ -683,14 +691,14 @@ def flags(self:AdversarialErasing, step_mIoU:list=None, # mIoU (%) of the region
     for t in range(1, len(m)):
         if m[t] < m[t - 1]: out.append(f"{name} {t + 1} ({m[t]:.2f}) is below {name} {t} ({m[t - 1]:.2f}): that step mined background "
                                        f"(over-erasing) and the stopping rule kept it; try a lower --max_steps or a higher --rho")
-    if self.cfg['max_steps'] > 1 and self.n_used == 1 and len(self.steps) > 1:
-        out.append(f"erasing kept step 1 alone: step 2's held-out mAP was {self.steps[1]['mAP_ratio']:.2f} of step 1's (< rho={self.cfg['rho']}) "
+    if self.cfg.max_steps > 1 and self.n_used == 1 and len(self.steps) > 1:
+        out.append(f"erasing kept step 1 alone: step 2's held-out mAP was {self.steps[1]['mAP_ratio']:.2f} of step 1's (< rho={self.cfg.rho}) "
                    f"on {len(self.holdout_ds.ids)} held-out images, so the pseudo labels hold only the most discriminative parts; "
                    f"on few held-out images that ratio is noisy: try a larger --holdout_frac or a lower --rho")
-    cap = self.cfg['epochs']
+    cap = self.cfg.epochs
     for s in self.steps:
         if s.get('epochs_trained', 0) >= cap and s.get('best_epoch') == s['epochs_trained'] - 1:
-            out.append(f"the step-{s['step']} classifier stopped at the epoch cap ({cap}) while its held-out mAP was still rising: raise --epochs")
+            out.append(f"the step-{s['step']} classifier stopped at the epoch cap ({cap}) while its held-out mAP was still rising: raise --cls_epochs")
     return out
 
 # %% ../nbs/04_erasing.ipynb #ee7d973c
@@ -782,7 +790,7 @@ class ACoLMiner(AdversarialErasing):
         base = self.make_model
         def make(n):
             m = base(n)
-            return ACoL(m.features, m.classifier.in_features, n, self.cfg['delta'])
+            return ACoL(m.features, m.classifier.in_features, n, self.cfg.delta)
         self.make_model = make
     def loss(self, model): return acol_loss(getattr(model, 'module', model))
     def cam(self, model, x, y):
@@ -802,16 +810,16 @@ def _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed,
     kw = dict(allow_pickle=allow_pickle) if allow_pickle else {}
     return VOCWSSS(data, train_split, **kw), VOCWSSS(data, holdout_split, **kw)
 
-def _check_cli(cfg, data, seed, n_train, n_holdout, size, miner='ae'):
+def _check_cli(cfg, data, seed, n_train, n_holdout, size, miner='ae', num_workers=None):
     "The command line's own settings, refused (naming each) before any data is read or the run folder made."
-    bad = []
+    bad = [] if num_workers is None or is_int(num_workers, 0) else [f"num_workers={num_workers!r} must be an integer ≥ 0"]
     if miner not in MINERS: bad.append(f"miner={miner!r}: use {', '.join(MINERS)}")
-    if not _int(seed, 0): bad.append(f"seed={seed!r} must be an integer ≥ 0")
+    if not is_int(seed, 0): bad.append(f"seed={seed!r} must be an integer ≥ 0")
     if data is None:
         for k, v in (('n_train', n_train), ('n_holdout', n_holdout), ('size', size)):
-            if not _int(v, 1): bad.append(f"{k}={v!r} must be an integer ≥ 1")
-        if _int(size, 1) and size < cfg['crop_size']:
-            bad.append(f"size={size} is smaller than crop_size={cfg['crop_size']}: the training crops would be mostly padding; "
+            if not is_int(v, 1): bad.append(f"{k}={v!r} must be an integer ≥ 1")
+        if is_int(size, 1) and size < cfg.crop_size:
+            bad.append(f"size={size} is smaller than crop_size={cfg.crop_size}: the training crops would be mostly padding; "
                        f"raise --size or lower --crop_size")
     elif not Path(data).is_dir(): bad.append(f"data={str(data)!r} is not a folder")
     if bad: raise ValueError('; '.join(bad))
@@ -820,9 +828,10 @@ def _check_cli(cfg, data, seed, n_train, n_holdout, size, miner='ae'):
 def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes it
                 data:str=None, # VOC-layout folder; default: the built-in synthetic benchmark
                 config:str='cpu', # preset: 'cpu' (small CNN, minutes on a CPU) 'photos' (pretrained EfficientNet-Lite0, real photos on a CPU) or 'voc' (VGG-16 LargeFOV at 321 px, GPU); or a JSON file of settings (`aepsl_run`'s, e.g. a run's config.json: its erasing settings)
+                settings:str=None, # erasing settings by name, e.g. 'erasing.epochs=20 erasing.fill=zero miner=has' (values JSON); flags beat them, they beat the config
                 miner:str=None, # ae (Algorithm 1), has (Hide-and-Seek) or acol (ACoL): `MINERS`; has and acol train one classifier (default: the file's, else ae)
-                arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0 (default: the preset's)
-                weights:str=None, # 'imagenet' (torchvision's, fetched to the torch hub cache on first use), a .pth file, or 'none'
+                cls_arch:str=None, # classifier: small, vgg16_largefov, resnet50 or lite0 (default: the preset's)
+                cls_weights:str=None, # 'imagenet' (torchvision's, fetched to the torch hub cache on first use), a .pth file, or 'none'
                 train_split:str='train', # split whose images are mined
                 holdout_split:str='val', # split of held-out images for the stopping rule
                 n_train:int=600, # built-in benchmark: training images
@@ -832,10 +841,10 @@ def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes 
                 max_steps:int=None, # cap on erasing steps
                 rho:float=None, # go on while held-out mAP_t ≥ rho · mAP_1
                 min_map:float=None, # optional absolute floor on held-out mAP
-                epochs:int=None, # epoch cap of each classifier
-                patience:int=None, # stop a classifier when held-out mAP has not improved for this many epochs
-                bs:int=None, # batch size
-                lr:float=None, # learning rate (default: the architecture's recipe)
+                cls_epochs:int=None, # epoch cap of each classifier
+                cls_patience:int=None, # stop a classifier when held-out mAP has not improved for this many epochs
+                cls_bs:int=None, # batch size
+                cls_lr:float=None, # learning rate (default: the architecture's recipe)
                 crop_size:int=None, # training crop side
                 num_workers:int=None, # data-loader workers
                 seed:int=0, # seed (step t trains with seed + t)
@@ -843,22 +852,26 @@ def aepsl_erase(out:str='runs/ae', # run folder; the same command again resumes 
                 allow_pickle:bool=False, # read a pickled cls_labels.npy (runs code in the file: only for files you trust)
                 progress:bool=False): # progress bars
     "Adversarial erasing (Algorithm 1) — or a baseline miner — on the built-in benchmark or a VOC-layout folder, into a resumable run folder."
-    from aepsl.config import preset_and_overrides          # (aepsl.config builds on this module)
+    from aepsl.config import preset_and_overrides, FLAGS   # (aepsl.config builds on this module)
+    from aepsl.config import parse_settings
     preset, base = preset_and_overrides(config)            # a file of settings: its erasing settings; flags beat them
-    miner = miner or base.get('miner', 'ae')
-    given = dict(arch=arch, weights=weights, delta=delta, max_steps=max_steps,
-                 rho=rho, min_map=min_map, epochs=epochs, patience=patience, bs=bs, lr=lr, crop_size=crop_size,
-                 num_workers=num_workers)
-    settings = {k: base.get(k) if v is None else v for k, v in given.items()}
+    named = parse_settings(settings) if settings else {}
+    if bad := ['.'.join(n for n in FLAGS[k] if n) for k in named if FLAGS[k][0] != 'erasing' and k != 'miner']:
+        raise ValueError(f"settings: {', '.join(bad)} not a setting of aepsl_erase (it takes erasing.NAME and miner)")
+    miner = miner or named.get('miner') or base.get('miner', 'ae')
+    given = dict(cls_arch=cls_arch, cls_weights=cls_weights, delta=delta, max_steps=max_steps, rho=rho, min_map=min_map,
+                 cls_epochs=cls_epochs, cls_patience=cls_patience, cls_bs=cls_bs, cls_lr=cls_lr, crop_size=crop_size)
+    flags = {k: v for k, v in (base | named).items() if FLAGS.get(k, (None,))[0] == 'erasing'} | {k: v for k, v in given.items() if v is not None}
+    settings = {FLAGS[k][1]: v for k, v in flags.items()}   # flag → the setting's name (cls_epochs → epochs)
     cfg = erasing_config(preset, **settings)               # checked before anything is read, trained or written
-    _check_cli(cfg, data, seed, n_train, n_holdout, size, miner)
+    _check_cli(cfg, data, seed, n_train, n_holdout, size, miner, num_workers)
     trn, hold = _load_data(data, train_split, holdout_split, n_train, n_holdout, size, seed, allow_pickle)
     ae = MINERS(miner, trn, hold, out, preset=preset, seed=seed, device=device, progress=progress,
-                **{k: v for k, v in cfg.items() if k in settings and settings[k] is not None})   # checks the data
+                num_workers=num_workers, **settings)       # checks the data
     for ds, name in ((trn, 'training'), (hold, 'held-out')): scan_dataset(ds, name)   # every image and mask decodes, sizes agree
     fp_train, fp_hold = ae.fingerprints()
     who = {} if miner == 'ae' else dict(miner=miner)      # an AE run's config.json stays what it was
-    run = RunFolder(out, dict(ae.cfg, **who, preset=preset, data=str(Path(data).resolve()) if data else 'synthetic',
+    run = RunFolder(out, dict(asdict(ae.cfg), **who, preset=preset, num_workers=ae.num_workers, data=str(Path(data).resolve()) if data else 'synthetic',
                               data_fingerprint=dict(train=fp_train, holdout=fp_hold), train_split=train_split,
                               holdout_split=holdout_split, n_train=len(trn.ids), n_holdout=len(hold.ids),
                               size=size if data is None else None, seed=seed, classes=list(trn.classes), device=device,

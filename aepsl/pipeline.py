@@ -9,12 +9,12 @@ from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
-from .runs import RunFolder, RUNTIME_KEYS, read_json, read_marker, atomic_write, is_main
+from .runs import RunFolder, RUNTIME_KEYS, read_json, read_marker, atomic_write, is_main, is_int
 from .train import init_distributed, barrier, set_seed, pick_device
 from .voc import Splits, run_splits
 from .data import data_fingerprint
-from .erasing import MINERS, PRESETS as AE_PRESETS
-from .config import pipeline_config, is_int
+from .erasing import MINERS, NUM_WORKERS
+from .config import pipeline_config
 from .psl import make_segnet, evaluate_predictions
 from .viz import save_label_png, load_label_png, show_grid, overlay_heatmap, save_figure
 
@@ -41,7 +41,7 @@ class Pipeline:
         sp = c.splits
         self.trn, self.hold, self.ev = run_splits(data, sp.train, sp.holdout, sp.eval, sp.holdout_frac, c.seed, allow_pickle)   # every image checked
         self.out, self.progress = Path(out), progress and is_main()
-        self.num_workers = AE_PRESETS[config]['num_workers'] if num_workers is None else num_workers
+        self.num_workers = NUM_WORKERS[config] if num_workers is None else num_workers
         fp = {s: data_fingerprint(ds) for s, ds in (('train', self.trn), ('holdout', self.hold), ('eval', self.ev))}
         self.stage_now = None
         # last, after every check: the run folder and its config.json
@@ -70,7 +70,7 @@ def erasing(self:Pipeline)->dict:
     "Stage 1: the miner (`aepsl.erasing.MINERS`: AE's Algorithm 1, Hide-and-Seek or ACoL; DDP under torchrun), then the mined label maps of the training images."
     c = self.cfg
     self._ae = MINERS(c.miner, self.trn, self.hold, self.out, preset=c.preset, seed=c.seed, device=self.device,
-                                 progress=self.progress, num_workers=self.num_workers, **c.erasing)
+                                 progress=self.progress, num_workers=self.num_workers, **asdict(c.erasing))
     steps = self.ae.run()
     self.ae.write_pseudo_objects()   # every rank writes its share (aepsl.erasing shards it)
     if self.ev is not self.hold: self.ae.mine_split(self.ev, 'eval')   # for the ladder only: no decision reads these
@@ -94,7 +94,7 @@ def cam(self:Pipeline)->dict:
     "Stage 2: the step-1 classifier's CAMs on the evaluation split, as label maps (background below `cam_threshold`)."
     c, e = self.cfg.cam, self.cfg.erasing
     st = self.run.stage('cam', dict(classifier=self.ae.step_hash(1),
-                                    threshold=c.threshold, scales=e['cam_scales'], flip=e['cam_flip']))
+                                    threshold=c.threshold, scales=e.cam_scales, flip=e.cam_flip))
     if st.done: return dict(st.record, skipped=True)
     cams, pos = self.ae.cams_of(self.ev), {k: i for i, k in enumerate(self.ev.ids)}
     return st.map(self.ev.ids, lambda k, path: save_label_png(cams_to_label_map(cams(pos[k]), c.threshold), path), 'CAM', self.progress)

@@ -11,7 +11,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['NAME_MAX', 'SUFFIX_ROOM', 'RUNTIME_KEYS', 'short_repr', 'safe_join', 'atomic_write', 'write_json', 'read_json',
            'check_id', 'save_arrays', 'load_arrays', 'StageConfigError', 'config_hash', 'config_diff', 'Stage',
-           'read_marker', 'is_main', 'Registry', 'measure', 'RunFolder', 'results_table']
+           'read_marker', 'is_main', 'Registry', 'is_number', 'is_int', 'setting', 'measure', 'RunFolder',
+           'results_table']
 
 # %% ../nbs/01b_runs.ipynb #c00b785a
 def _umask()->int:
@@ -325,6 +326,23 @@ class Registry:
     def __iter__(self): return iter(self._items)
     def __len__(self): return len(self._items)
     def __repr__(self): return f"Registry({self.what}: {', '.join(self._items)})"
+
+# %% ../nbs/01b_runs.ipynb #56054ced
+from dataclasses import field
+
+def is_number(v)->bool:
+    "A finite real number (not a bool, not nan or ±inf: `nan <= 0` is False, so comparisons alone let nan through)."
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+def is_int(v, lo:int)->bool:
+    "An integer (not a bool) ≥ `lo`."
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= lo
+
+def setting(default, # the `cpu` preset's value
+            doc:str, # what it does (the settings table)
+            flag:str=None): # its command-line flag, where that is not `<group>_<name>`
+    "A field of a settings dataclass, with its documentation and its flag."
+    return field(default=default, metadata=dict(doc=doc, flag=flag))
 
 # %% ../nbs/01b_runs.ipynb #c4ab32d4
 from contextlib import contextmanager

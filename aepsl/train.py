@@ -314,7 +314,7 @@ def _diverged(what, epoch, opt, ckpt, step=None)->DivergedError:
     "The error that stops a diverged run: where, what, the learning rate and what to do."
     kept = f"; {ckpt} still holds the last good epoch" if ckpt is not None and Path(ckpt).exists() else ''
     return DivergedError(f"training diverged at epoch {epoch}{f', step {step}' if step is not None else ''}: {what} "
-                         f"({_lr_text(opt)}). Lower the learning rate (--lr, --seg_lr), check the inputs/targets for "
+                         f"({_lr_text(opt)}). Lower the learning rate (--cls_lr, --seg_lr), check the inputs/targets for "
                          f"NaN, or set grad_clip{kept}")
 
 def _check_epoch(row, model, epoch, opt, ckpt):

@@ -175,15 +175,15 @@ def main(argv=None):
     ap.add_argument('--results', default=str(HERE / 'results' / 'carry'), help='results path without suffix (.md and .json)')
     g = ap.add_argument_group('NOT the defaults (checking this script only; results then go to --work, not bench/results)')
     g.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
-                   help='an aepsl_run argument, e.g. epochs=1 (repeatable)')
-    g.add_argument('--smoke', action='store_true', help='tiny sets (12 + 6 images) and epochs=1, seg_epochs=1, max_steps=1')
+                   help='an aepsl_run argument, e.g. cls_epochs=1 (repeatable)')
+    g.add_argument('--smoke', action='store_true', help='tiny sets (12 + 6 images) and cls_epochs=1, seg_epochs=1, max_steps=1')
     a = ap.parse_args(argv)
     ov = {}
     for kv in a.override:
         if '=' not in kv: ap.error(f'--override {kv!r}: write KEY=VALUE')
         k, v = kv.split('=', 1); ov[k.strip()] = _value(v)
     if a.smoke:
-        ov = dict(dict(epochs=1, seg_epochs=1, max_steps=1), **ov)
+        ov = dict(dict(cls_epochs=1, seg_epochs=1, max_steps=1), **ov)
         a.n_train = a.builtin_n_train = min(a.n_train, 12); a.n_val = a.builtin_n_val = min(a.n_val, 6)
     sets = [s.strip() for s in a.sets.split(',') if s.strip()]
     if bad := [s for s in sets if s not in SETS]: ap.error(f'--sets: unknown {bad}; known: {", ".join(SETS)}')

@@ -26,7 +26,7 @@ def machine():
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {default_device()}"
 
 trn, hold = SyntheticWSSS(a.n_train, seed=0), SyntheticWSSS(a.n_holdout, seed=1)
-C, cfg = len(trn.classes), PRESETS['cpu']
+C = len(trn.classes)
 def table()->str:
     "Markdown of what is known so far: the command, the machine, the methods' table, the per-step table, the overhead."
     md = [f"`{res['command']}` on {res['machine']}", '', '| method | held-out mAP | mIoU | precision | recall |', '|---|---|---|---|---|']
@@ -59,7 +59,7 @@ out = a.run
 ae = MINERS('ae', trn, hold, out, max_steps=a.steps, rho=0.01)   # the erasing stage of aepsl_run
 t0 = time.perf_counter(); steps = ae.run(); t_ae = time.perf_counter() - t0
 quality = ae.evaluate()
-n_rule = ae.run(max_steps=min(a.steps, PRESETS['cpu']['max_steps']), rho=PRESETS['cpu']['rho']) and ae.n_used   # the rule over the steps run, never more
+n_rule = ae.run(max_steps=min(a.steps, PRESETS['cpu'].max_steps), rho=PRESETS['cpu'].rho) and ae.n_used   # the rule over the steps run, never more
 mean, std = ae.stats()
 q = lambda d: {k: d[k] for k in ('mIoU', 'precision', 'recall')}
 steps_rows = [dict(step=s['step'], epochs=s['epochs_trained'], holdout_mAP=round(s['holdout_mAP'], 3), mAP_ratio=round(s['mAP_ratio'], 3),
@@ -69,7 +69,7 @@ rows = [dict(method='CAM alone (one classifier)', held_out_mAP=round(steps[0]['h
 for s, qq in zip(steps[1:], quality[1:]):
     note = ' (where the stopping rule stops)' if s['step'] == n_rule else ' (past the stopping rule)' if s['step'] > n_rule else ''
     rows.append(dict(method=f"AE, {s['step']} steps{note}", held_out_mAP=round(s['holdout_mAP'], 3), **q(qq)))
-save(rows=rows, steps=steps_rows, steps_used_by_rule=n_rule, rule_rho=PRESETS['cpu']['rho'], rule_cap=PRESETS['cpu']['max_steps'], mining_s=round(sum(s['mine_time'] for s in steps), 1))
+save(rows=rows, steps=steps_rows, steps_used_by_rule=n_rule, rule_rho=PRESETS['cpu'].rho, rule_cap=PRESETS['cpu'].max_steps, mining_s=round(sum(s['mine_time'] for s in steps), 1))
 print(json.dumps(res, indent=1), flush=True)
 
 # The overhead of AE over training the same classifiers on the plain images: each step t >= 2's classifier trained as

@@ -183,7 +183,7 @@ def main(argv=None):
     t0 = time.time()
     seeds = [int(s) for s in a.seeds.split(',') if s.strip()]
     n_train, n_val = (12, 6) if a.smoke else (DEMO['n_train'], DEMO['n_val'])
-    ov = dict(dict(epochs=1, seg_epochs=1, max_steps=1) if a.smoke else {}, crf=a.crf)
+    ov = dict(dict(cls_epochs=1, seg_epochs=1, max_steps=1) if a.smoke else {}, crf=a.crf)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data = write_set(work / 'data', None, n_train, n_val)

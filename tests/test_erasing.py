@@ -112,7 +112,7 @@ def test_hide_and_seek_hides_about_p():
     frac = np.mean([(h[i][0] == 0).float().mean().item() for i in range(200)])
     assert 0.45 < frac < 0.55
 
-CLI = ['--n_train', '24', '--n_holdout', '12', '--size', '48', '--epochs', '1', '--max_steps', '2', '--rho', '0.01',
+CLI = ['--n_train', '24', '--n_holdout', '12', '--size', '48', '--cls_epochs', '1', '--max_steps', '2', '--rho', '0.01',
        '--crop_size', '48', '--device', 'cpu']
 
 def test_cli_exits_0_writes_run_folder_and_resumes(tmp_path):
@@ -137,7 +137,7 @@ def test_cli_exits_0_writes_run_folder_and_resumes(tmp_path):
 
 def test_cli_refuses_bad_flags_before_work(tmp_path):
     with pytest.raises(ValueError, match='delta'): erase(out=str(tmp_path / 'x'), delta=1.0, n_train=8, n_holdout=4, size=48)
-    with pytest.raises(ValueError, match='epochs'): erase(out=str(tmp_path / 'x'), epochs=0, n_train=8, n_holdout=4, size=48)
+    with pytest.raises(ValueError, match='epochs'): erase(out=str(tmp_path / 'x'), cls_epochs=0, n_train=8, n_holdout=4, size=48)
     assert not (tmp_path / 'x').exists()
 
 def test_cli_on_mixed_size_voc_folder(tmp_path):
@@ -148,7 +148,7 @@ def test_cli_on_mixed_size_voc_folder(tmp_path):
     with pytest.raises(ValueError, match='training split'):
         erase(out=str(tmp_path / 'bad'), data=str(tmp_path / 'voc'), holdout_split='train')
     out = tmp_path / 'run'
-    erase(out=str(out), data=str(tmp_path / 'voc'), epochs=1, max_steps=1, crop_size=48, device='cpu')
+    erase(out=str(out), data=str(tmp_path / 'voc'), cls_epochs=1, max_steps=1, crop_size=48, device='cpu')
     ds = VOCWSSS(tmp_path / 'voc', 'train')
     shapes = {ds.image(i).shape[:2] for i in range(len(ds))}
     assert len(shapes) > 1
@@ -161,8 +161,8 @@ def test_voc_preset_vgg16_smoke_on_cpu(tmp_path):
     from aepsl.voc import synthetic_voc
     synthetic_voc(tmp_path / 'voc', n_train=6, n_val=4, size=48)
     out = tmp_path / 'run'
-    erase(out=str(out), data=str(tmp_path / 'voc'), config='voc', arch='vgg16_largefov', weights='none', epochs=1,
-          max_steps=1, crop_size=32, bs=3, num_workers=0, device='cpu')
+    erase(out=str(out), data=str(tmp_path / 'voc'), config='voc', cls_arch='vgg16_largefov', cls_weights='none', cls_epochs=1,
+          max_steps=1, crop_size=32, cls_bs=3, num_workers=0, device='cpu')
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['arch'] == 'vgg16_largefov' and cfg['crop_size'] == 32 and cfg['preset'] == 'voc'
     assert len(list((out / 'pseudo_objects').glob('*.png'))) == 6
@@ -192,14 +192,14 @@ NAN, INF = float('nan'), float('inf')
 BASE = dict(n_train=8, n_holdout=4, size=48, crop_size=48, device='cpu')
 
 @pytest.mark.parametrize('bad, msg', [
-    (dict(bs=0), 'bs=0'), (dict(bs=-2), 'bs=-2'), (dict(lr=0.0), 'lr=0.0'), (dict(lr=-1e-3), 'lr=-0.001'),
-    (dict(lr=NAN), 'lr=nan'), (dict(lr=INF), 'lr=inf'), (dict(crop_size=0), 'crop_size=0'),
-    (dict(patience=0), 'patience=0'), (dict(patience=1.5), 'patience=1.5'), (dict(epochs=0), 'epochs=0'),
-    (dict(epochs=1.5), 'epochs=1.5'), (dict(max_steps=0), 'max_steps=0'), (dict(delta=NAN), 'delta=nan'),
+    (dict(cls_bs=0), 'cls_bs=0'), (dict(cls_bs=-2), 'cls_bs=-2'), (dict(cls_lr=0.0), 'cls_lr=0.0'), (dict(cls_lr=-1e-3), 'cls_lr=-0.001'),
+    (dict(cls_lr=NAN), 'cls_lr=nan'), (dict(cls_lr=INF), 'cls_lr=inf'), (dict(crop_size=0), 'crop_size=0'),
+    (dict(cls_patience=0), 'cls_patience=0'), (dict(cls_patience=1.5), 'cls_patience=1.5'), (dict(cls_epochs=0), 'cls_epochs=0'),
+    (dict(cls_epochs=1.5), 'cls_epochs=1.5'), (dict(max_steps=0), 'max_steps=0'), (dict(delta=NAN), 'delta=nan'),
     (dict(rho=NAN), 'rho=nan'), (dict(min_map=-0.1), 'min_map=-0.1'), (dict(min_map=1.5), 'min_map=1.5'),
     (dict(min_map=NAN), 'min_map=nan'), (dict(num_workers=-1), 'num_workers=-1'),
-    (dict(weights='imagenet'), "arch 'small' has no pretrained weights"),
-    (dict(arch='vgg16_largefov', weights='MISSING'), 'no_such.pth'), (dict(arch='vgg'), "arch='vgg'"),
+    (dict(cls_weights='imagenet'), "arch 'small' has no pretrained weights"),
+    (dict(cls_arch='vgg16_largefov', cls_weights='MISSING'), 'no_such.pth'), (dict(cls_arch='vgg'), "cls_arch='vgg'"),
     (dict(seed=-1), 'seed=-1'), (dict(n_train=0), 'n_train=0'), (dict(n_holdout=0), 'n_holdout=0'),
     (dict(size=0), 'size=0'), (dict(size=32), 'size=32 is smaller than crop_size=48'),
     (dict(config='gpu'), "unknown preset 'gpu'"), (dict(data='NODATA'), 'no_data'),
@@ -256,7 +256,7 @@ def test_cli_same_data_under_another_spelling_is_the_same_run(tmp_path, monkeypa
     monkeypatch.setattr(AdversarialErasing, 'run', stop)
     _voc(tmp_path / 'base')
     monkeypatch.chdir(tmp_path)
-    kw = dict(out='run', crop_size=32, epochs=1, max_steps=1, device='cpu')
+    kw = dict(out='run', crop_size=32, cls_epochs=1, max_steps=1, device='cpu')
     for d in ('base', str(tmp_path / 'base'), 'base/', str(tmp_path / 'base') + '/'):
         with pytest.raises(Stop): erase(data=d, **kw)
     shutil.copytree(tmp_path / 'base', tmp_path / 'copy')
@@ -388,7 +388,7 @@ def test_mine_split_resumes_and_refuses(data, tmp_path):
 def test_cli_runs_each_miner(tmp_path, name):
     "aepsl_erase --miner: the run folder records the miner (an AE run's config.json stays as it was), has/acol train one classifier."
     out = tmp_path / 'run'
-    erase(out=str(out), miner=name, n_train=12, n_holdout=6, size=48, crop_size=48, epochs=1, max_steps=2, rho=0.01, bs=6, device='cpu')
+    erase(out=str(out), miner=name, n_train=12, n_holdout=6, size=48, crop_size=48, cls_epochs=1, max_steps=2, rho=0.01, cls_bs=6, device='cpu')
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg.get('miner', 'ae') == name and ('miner' in cfg) == (name != 'ae')
     m = json.loads((out / 'metrics.json').read_text())
@@ -396,11 +396,11 @@ def test_cli_runs_each_miner(tmp_path, name):
     step1 = json.loads((out / 'mined' / 'step1' / 'done.json').read_text())['config']
     assert step1.get('miner', 'ae') == name
     assert len(list((out / 'pseudo_objects').glob('*.png'))) == 12 and (out / 'figures' / 'steps.png').is_file()
-    erase(out=str(out), miner=name, n_train=12, n_holdout=6, size=48, crop_size=48, epochs=1, max_steps=2, rho=0.01, bs=6, device='cpu')
+    erase(out=str(out), miner=name, n_train=12, n_holdout=6, size=48, crop_size=48, cls_epochs=1, max_steps=2, rho=0.01, cls_bs=6, device='cpu')
     assert all(s['resumed'] for s in json.loads((out / 'metrics.json').read_text())['steps'])
     other = 'acol' if name != 'acol' else 'has'                       # another miner in the same folder is refused
     with pytest.raises(StageConfigError, match='miner'):
-        erase(out=str(out), miner=other, n_train=12, n_holdout=6, size=48, crop_size=48, epochs=1, max_steps=2, rho=0.01, bs=6, device='cpu')
+        erase(out=str(out), miner=other, n_train=12, n_holdout=6, size=48, crop_size=48, cls_epochs=1, max_steps=2, rho=0.01, cls_bs=6, device='cpu')
 
 def test_cli_takes_a_file_of_settings(tmp_path):
     "aepsl_erase --config FILE: the erasing settings (and miner) of aepsl_run's file; a flag beats the file; a bad file is named."
@@ -414,6 +414,20 @@ def test_cli_takes_a_file_of_settings(tmp_path):
     f.write_text('{"preset": "cpu", "erasing": {"delta": 2}}')
     with pytest.raises(ValueError, match='study.json'): erase(out=str(tmp_path / 'o'), config=str(f), **BASE)
     with pytest.raises(ValueError, match="unknown preset 'gpu' and no such file"): erase(out=str(tmp_path / 'o'), config='gpu', **BASE)
+    assert not (tmp_path / 'o').exists()
+
+def test_cli_takes_settings_by_name(tmp_path, monkeypatch):
+    "aepsl_erase --settings: erasing settings and the miner by their names in the tree; a flag beats them; another group's is refused."
+    def stop(self, *a, **k): raise Stop
+    monkeypatch.setattr(AdversarialErasing, 'run', stop)
+    kw = dict(n_train=8, n_holdout=4, size=48, crop_size=48, device='cpu')
+    with pytest.raises(Stop):
+        erase(out=str(tmp_path / 'r'), settings='erasing.fill=zero erasing.epochs=7 erasing.delta=0.3 miner=has', delta=0.4, **kw)
+    cfg = json.loads((tmp_path / 'r' / 'config.json').read_text())
+    assert (cfg['fill'], cfg['epochs'], cfg['delta'], cfg['miner']) == ('zero', 7, 0.4, 'has')
+    for text, msg in (('seg.epochs=3', r'seg\.epochs not a setting of aepsl_erase'), ('erasing.epoch=3', r'erasing\.epoch is not a setting'),
+                      ('erasing.delta=2', r'delta=2 must lie in \(0, 1\)')):
+        with pytest.raises(ValueError, match=msg): erase(out=str(tmp_path / 'o'), settings=text, **kw)
     assert not (tmp_path / 'o').exists()
 
 def test_cli_refuses_an_unknown_miner_before_the_run_folder(tmp_path):

@@ -9,7 +9,7 @@ from aepsl.runs import StageConfigError, read_json
 from aepsl.pipeline import Pipeline, STAGES
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
-TINY = ['--epochs', '2', '--max_steps', '2', '--seg_epochs', '3', '--quiet']
+TINY = ['--cls_epochs', '2', '--max_steps', '2', '--seg_epochs', '3', '--quiet']
 
 def script(name, folder=None):
     "A file that runs the console script `name` (aepsl_eval: aepsl.psl's; the others aepsl.cli's) like its installed entry point."
@@ -75,7 +75,7 @@ def test_rerun_skips_and_other_config_refuses(voc, run_a):
     assert r.stderr.count('done before, skipped') == len(STAGES), r.stderr[-2000:]
     assert ladder(out) == {x['rung']: x['mIoU'] for x in before['ladder']}
     with pytest.raises(StageConfigError, match=r'seg\.epochs: '):
-        Pipeline(voc, out, 'cpu', progress=False, epochs=2, max_steps=2, seg_epochs=4)
+        Pipeline(voc, out, 'cpu', progress=False, cls_epochs=2, max_steps=2, seg_epochs=4)
 
 def test_ground_truth_reference_watches_the_ground_truth(voc, run_a, tmp_path):
     "`train_seg(labels='gt')`, the benches' fully supervised reference: trained and stopped on masks, not on pseudo labels."
@@ -83,7 +83,7 @@ def test_ground_truth_reference_watches_the_ground_truth(voc, run_a, tmp_path):
     from aepsl.psl import seg_scores
     out = tmp_path / 'run'
     shutil.copytree(run_a[0], out)
-    p = Pipeline(voc, out, 'cpu', progress=False, epochs=2, max_steps=2, seg_epochs=3)
+    p = Pipeline(voc, out, 'cpu', progress=False, cls_epochs=2, max_steps=2, seg_epochs=3)
     with pytest.raises(RuntimeError, match=r'call erasing\(\) first'): p.train_seg('seg_gt', psl=False, labels='gt')
     assert not (out / 'seg_gt').exists()             # nothing begun
     p.erasing()                                      # finished: reads the steps
@@ -123,7 +123,7 @@ def test_bad_input_fails_before_work(tmp_path, voc):
 
 def test_demo_and_eval_agree(tmp_path):
     out = tmp_path / 'demo'
-    r = cli('aepsl_demo', '--out', out, '--n_train', 40, '--n_val', 16, '--epochs', 2, '--seg_epochs', 2, '--quiet')
+    r = cli('aepsl_demo', '--out', out, '--n_train', 40, '--n_val', 16, '--cls_epochs', 2, '--seg_epochs', 2, '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
     final = read_json(out / 'metrics.json')['final_mIoU']
     assert f'{final:.2f}' in r.stdout
@@ -172,7 +172,7 @@ def test_ddp_pipeline_gloo(voc, run_a, tmp_path):
     for f in ('cam', 'pseudo', 'pred_ssl', 'pred', 'pred_crf'):   # every image once in every per-image stage
         assert sorted(p.name for p in (out / f).glob('*.png')) == sorted(p.name for p in (run_a[0] / f).glob('*.png')), f
 
-TINY_KW = dict(epochs=2, max_steps=2, seg_epochs=3)
+TINY_KW = dict(cls_epochs=2, max_steps=2, seg_epochs=3)
 
 def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
     "Each stage folder of `aepsl_run` is what its module's stage function writes on the same input; metrics.json is complete."
@@ -225,7 +225,7 @@ def test_external_saliency_and_oh_rule(voc, tmp_path):
     assert m['train_quality']['pseudo'] is not None and len(m['ladder']) >= 6
 
 @pytest.mark.parametrize('flag,value,msg', [('--saliency', 'sky', 'saliency='), ('--pseudo_rule', 'sec', 'pseudo_rule='),
-                                            ('--seg_arch', 'unet', 'seg_arch='), ('--arch', 'vit', 'arch='), ('--crf', 'crisp', 'crf=')])
+                                            ('--seg_arch', 'unet', 'seg_arch='), ('--cls_arch', 'vit', 'cls_arch='), ('--crf', 'crisp', 'crf=')])
 def test_unknown_registry_names_refused(voc, tmp_path, flag, value, msg):
     r = cli('aepsl_run', '--data', voc, '--out', tmp_path / 'r', flag, value)
     assert r.returncode != 0 and msg in r.stderr and not (tmp_path / 'r').exists(), r.stderr[-1000:]
@@ -234,7 +234,7 @@ def test_unknown_registry_names_refused(voc, tmp_path, flag, value, msg):
 def test_other_miners_run_end_to_end(voc, tmp_path, miner, rung):
     "`--miner has|acol`: one classifier of that method mines the objects; the whole ladder is written."
     out = tmp_path / 'run'
-    r = cli('aepsl_run', '--data', voc, '--out', out, '--epochs', '1', '--seg_epochs', '1', '--quiet', '--miner', miner)
+    r = cli('aepsl_run', '--data', voc, '--out', out, '--cls_epochs', '1', '--seg_epochs', '1', '--quiet', '--miner', miner)
     assert r.returncode == 0, r.stderr[-3000:]
     m = read_json(out / 'metrics.json')
     rungs = [x['rung'] for x in m['ladder']]
@@ -246,7 +246,7 @@ def test_other_miners_run_end_to_end(voc, tmp_path, miner, rung):
 def test_photos_preset_runs_offline(voc, tmp_path):
     "`--config photos`: EfficientNet-Lite0 classifier and segmentation net from the pip package's ImageNet weights (no download)."
     out = tmp_path / 'run'
-    r = cli('aepsl_run', '--data', voc, '--out', out, '--config', 'photos', '--epochs', '1', '--max_steps', '1',
+    r = cli('aepsl_run', '--data', voc, '--out', out, '--config', 'photos', '--cls_epochs', '1', '--max_steps', '1',
             '--seg_epochs', '1', '--quiet', env=dict(ENV, HF_HUB_OFFLINE='1', TORCH_HOME=str(tmp_path / 'no_hub')))
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = read_json(out / 'config.json')

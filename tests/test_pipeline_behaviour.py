@@ -19,7 +19,7 @@ from aepsl.viz import save_label_png
 # Settings whose AE-PSL predicts foreground: 80 training images of 64 px (8 held out), seg_epochs=20 give AE-PSL
 # 18.3–23.2 mIoU over seeds 0–2 against 11.7 for all-background. With 40 training images (36 once 4 are held out)
 # AE-PSL predicted background everywhere for seed 0 at seg_epochs 20–40.
-TINY = dict(epochs=3, max_steps=2, seg_epochs=20)
+TINY = dict(cls_epochs=3, max_steps=2, seg_epochs=20)
 N_TEST = 10
 
 @pytest.fixture(scope='module')

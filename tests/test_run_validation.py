@@ -33,16 +33,16 @@ BAD = [
     ('holdout_split', dict(holdout_split='nosuch')),
     ('eval_split', dict(eval_split='nosuch')),
     ('train_split', dict(holdout_split='train')),
-    ('arch', dict(arch='vgg')),
-    ('weights', dict(weights='nowhere.pth')),
-    ('weights', dict(weights='imagenet')),   # the cpu preset's small CNN has none
+    ('cls_arch', dict(cls_arch='vgg')),
+    ('cls_weights', dict(cls_weights='nowhere.pth')),
+    ('cls_weights', dict(cls_weights='imagenet')),   # the cpu preset's small CNN has none
     ('delta', dict(delta=1.5)), ('delta', dict(delta=nan)),
     ('max_steps', dict(max_steps=0)),
     ('rho', dict(rho=0)), ('rho', dict(rho=nan)),
-    ('epochs', dict(epochs=0)),
-    ('patience', dict(patience=0)),
-    ('bs', dict(bs=-1)), ('bs', dict(bs=0)),
-    ('lr', dict(lr=-1.0)), ('lr', dict(lr=nan)), ('lr', dict(lr=0.0)),
+    ('cls_epochs', dict(cls_epochs=0)),
+    ('cls_patience', dict(cls_patience=0)),
+    ('cls_bs', dict(cls_bs=-1)), ('cls_bs', dict(cls_bs=0)),
+    ('cls_lr', dict(cls_lr=-1.0)), ('cls_lr', dict(cls_lr=nan)), ('cls_lr', dict(cls_lr=0.0)),
     ('crop_size', dict(crop_size=0)),
     ('cam_threshold', dict(cam_threshold=nan)), ('cam_threshold', dict(cam_threshold=1.5)),
     ('bg_threshold', dict(bg_threshold=nan)),
@@ -120,7 +120,7 @@ def test_psl_weight_nan_never_reaches_config():
 def test_weights_none_recorded_and_honoured(voc, tmp_path, monkeypatch):
     monkeypatch.setattr(Pipeline, '__call__', lambda self, stop_after=None: {})   # no stage: config only
     out = tmp_path / 'run'
-    aepsl_run(data=voc, out=out, config='voc', weights='none', seg_weights='none', train_split='train', quiet=True)
+    aepsl_run(data=voc, out=out, config='voc', cls_weights='none', seg_weights='none', train_split='train', quiet=True)
     cfg = read_json(out / 'config.json')
     assert cfg['erasing']['weights'] == 'none' and cfg['seg']['weights'] == 'none', (cfg['erasing']['weights'], cfg['seg'])
     from aepsl import models
@@ -129,7 +129,7 @@ def test_weights_none_recorded_and_honoured(voc, tmp_path, monkeypatch):
     make_segnet('deeplab_largefov', 3, 'none')
     assert got['w'] is None   # random initialisation, no download
     # the cpu preset's nets start from random weights anyway: 'none' is the same run as no flag
-    assert pipeline_config('cpu', weights='none', seg_weights='none') == pipeline_config('cpu')
+    assert pipeline_config('cpu', cls_weights='none', seg_weights='none') == pipeline_config('cpu')
 
 def test_weights_file_refused(tmp_path):
     with pytest.raises(ValueError, match='nowhere.pth'): pipeline_config('voc', seg_weights=str(tmp_path / 'nowhere.pth'))
@@ -138,7 +138,7 @@ def test_weights_file_refused(tmp_path):
     assert pipeline_config('voc', seg_weights=str(f)).seg.weights == str(f)
 
 def test_ctrl_c_names_stage_and_resumes(voc, tmp_path, monkeypatch, capsys):
-    tiny = dict(data=voc, out=tmp_path / 'run', epochs=1, max_steps=1, stop_after='saliency', quiet=True)
+    tiny = dict(data=voc, out=tmp_path / 'run', cls_epochs=1, max_steps=1, stop_after='saliency', quiet=True)
     with monkeypatch.context() as m:
         def stop(self): raise KeyboardInterrupt
         m.setattr(Pipeline, 'saliency', stop)
@@ -179,7 +179,7 @@ def test_changed_images_refused(voc, tmp_path):
     "Mirrored images, same ids and labels: the rerun must not resume on results made from the old images."
     import shutil
     root = tmp_path / 'data'; shutil.copytree(voc, root)
-    tiny = dict(data=root, out=tmp_path / 'run', epochs=1, max_steps=1, stop_after='saliency', quiet=True)
+    tiny = dict(data=root, out=tmp_path / 'run', cls_epochs=1, max_steps=1, stop_after='saliency', quiet=True)
     aepsl_run(**tiny)
     for f in (root / 'JPEGImages').iterdir():
         with Image.open(f) as im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(f, quality=95)
@@ -203,8 +203,8 @@ def test_figures_stage_depends_on_eval_masks(voc, tmp_path, monkeypatch):
 def test_lite0_seg_is_a_segmentation_arch():
     "seg_arch='lite0_seg' is accepted with ImageNet weights (a pip package's, never downloaded) and builds a SegNet."
     pytest.importorskip('timm')
-    c = pipeline_config('cpu', arch='lite0', weights='imagenet', mean='model', seg_arch='lite0_seg', seg_weights='imagenet')
-    assert (c.seg.arch, c.seg.weights, c.erasing['arch']) == ('lite0_seg', 'imagenet', 'lite0')
+    c = pipeline_config('cpu', cls_arch='lite0', cls_weights='imagenet', mean='model', seg_arch='lite0_seg', seg_weights='imagenet')
+    assert (c.seg.arch, c.seg.weights, c.erasing.arch) == ('lite0_seg', 'imagenet', 'lite0')
     net = make_segnet('lite0_seg', 3, 'none')
     with torch.no_grad(): seg, cls = net.eval()(torch.zeros(1, 3, 64, 64))
     assert seg.shape[:2] == (1, 4) and cls.shape == (1, 3)
