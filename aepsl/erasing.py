@@ -20,9 +20,9 @@ from .train import fit_classifier, save_checkpoint, load_checkpoint, set_seed, p
 from .cam import normalize_cams, eval_mode
 
 # %% auto #0
-__all__ = ['ARCHS', 'SCHEDULES', 'PRESETS', 'NUM_WORKERS', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions',
+__all__ = ['SCHEDULES', 'PRESETS', 'NUM_WORKERS', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions',
            'regions_to_label_map', 'region_quality', 'save_regions', 'load_regions', 'load_erased', 'ErasedDataset',
-           'ErasingSettings', 'erasing_config', 'make_classifier', 'AdversarialErasing', 'HideAndSeek', 'ACoL',
+           'ErasingSettings', 'make_classifier', 'erasing_config', 'AdversarialErasing', 'HideAndSeek', 'ACoL',
            'acol_loss', 'acol_cam', 'fit_acol', 'HideAndSeekMiner', 'ACoLMiner', 'aepsl_erase']
 
 # %% ../nbs/04_erasing.ipynb #ee25732d
@@ -163,15 +163,7 @@ class ErasedDataset(Dataset):
         return x.as_subclass(torch.Tensor), torch.from_numpy(self.labels[i]), m.as_subclass(torch.Tensor).long()
 
 # %% ../nbs/04_erasing.ipynb #143c821e
-ARCHS = ('small', 'vgg16_largefov', 'resnet50', 'lite0')
 SCHEDULES = (None, 'plateau', 'onecycle', 'poly', 'const')   # `aepsl.train.make_optimizer`'s; None: the architecture's recipe
-
-def _rgb(v)->bool:
-    "`v` is three finite grey levels in [0, 255]."
-    if isinstance(v, str): return False
-    try: a = np.asarray(v, np.float64)
-    except (TypeError, ValueError): return False
-    return a.shape == (3,) and bool(np.isfinite(a).all() and ((a >= 0) & (a <= 255)).all())
 
 @dataclass(frozen=True)
 class ErasingSettings:
@@ -195,38 +187,6 @@ class ErasingSettings:
     cam_scales:tuple = setting((1.0,), "scales of the mining CAMs", 'cam_scales')
     cam_flip:bool = setting(False, "average the mining CAMs with the flipped image's", 'cam_flip')
     cam_bs:int = setting(64, "images per batch when mining CAMs", 'cam_bs')
-    def problems(self)->list:
-        "Every setting that cannot run, named by its flag with its value."
-        bad = [] if is_number(self.delta) and 0 < self.delta < 1 else [f"delta={self.delta} must lie in (0, 1): CAMs are normalised to max 1"]
-        if not (is_number(self.rho) and 0 < self.rho <= 1): bad.append(f"rho={self.rho} must lie in (0, 1]")
-        if self.min_map is not None and not (is_number(self.min_map) and 0 <= self.min_map <= 1):
-            bad.append(f"min_map={self.min_map} must lie in [0, 1] (an mAP) or be None")
-        bad += [f"{k}={v!r} must be an integer ≥ 1" for k, v in (('cls_epochs', self.epochs), ('max_steps', self.max_steps),
-                ('cls_bs', self.bs), ('crop_size', self.crop_size), ('cam_bs', self.cam_bs)) if not is_int(v, 1)]
-        if self.patience is not None and not is_int(self.patience, 1): bad.append(f"cls_patience={self.patience!r} must be an integer ≥ 1 (or None)")
-        if self.sched not in SCHEDULES: bad.append(f"cls_sched={self.sched!r}: use one of {', '.join(map(str, SCHEDULES))} (None: the network's recipe)")
-        elif self.sched == 'plateau':
-            if not is_int(self.lr_patience, 1): bad.append(f"cls_lr_patience={self.lr_patience!r} must be an integer ≥ 1 with cls_sched='plateau'")
-            elif self.patience is not None and is_int(self.patience, 1) and self.patience <= self.lr_patience:
-                bad.append(f"cls_patience={self.patience} must exceed cls_lr_patience={self.lr_patience}: the last lowered learning rate needs epochs to act")
-        if self.lr is not None and not (is_number(self.lr) and self.lr > 0): bad.append(f"cls_lr={self.lr} must be a finite number > 0 (or None: the recipe's)")
-        s, cs = self.scale, self.cam_scales
-        if not (isinstance(s, (tuple, list)) and len(s) == 2 and all(is_number(v) and v > 0 for v in s) and s[0] <= s[1]):
-            bad.append(f"scale={s!r} must be two positive numbers (low, high) with low ≤ high")
-        if not (isinstance(cs, (tuple, list)) and len(cs) > 0 and all(is_number(v) and v > 0 for v in cs)):
-            bad.append(f"cam_scales={cs!r} must be a non-empty list of positive numbers")
-        if not isinstance(self.cam_flip, (bool, np.bool_)): bad.append(f"cam_flip={self.cam_flip!r} must be True or False")
-        if not (self.fill in ('mean', 'zero', 'noise') if isinstance(self.fill, str) else _rgb(self.fill)):
-            bad.append(f"fill={self.fill!r}: use 'mean', 'zero', 'noise' or an RGB triple in [0, 255]")
-        if not (self.mean in ('dataset', 'imagenet', 'model') if isinstance(self.mean, str) else _rgb(self.mean)):
-            bad.append(f"mean={self.mean!r}: use 'dataset', 'imagenet', 'model' or an RGB triple in [0, 255]")
-        if self.arch not in ARCHS: bad.append(f"cls_arch={self.arch!r}: use {', '.join(ARCHS)}")
-        w = self.weights
-        if w not in (None, 'none'):
-            if self.arch == 'small': bad.append(f"cls_weights={w!r}: arch 'small' has no pretrained weights (use None or 'none')")
-            elif not isinstance(w, (str, Path)): bad.append(f"cls_weights={w!r}: use 'imagenet', 'none' or a state-dict file")
-            elif w != 'imagenet' and not Path(w).is_file(): bad.append(f"cls_weights={str(w)!r}: no such file (use 'imagenet', 'none' or a state-dict file)")
-        return bad
 
 PRESETS = dict(
     cpu=ErasingSettings(),   # the fields' defaults
@@ -234,18 +194,6 @@ PRESETS = dict(
     voc=ErasingSettings(arch='vgg16_largefov', weights='imagenet', crop_size=321, scale=(0.7, 1.3), epochs=15, patience=3, sched=None,
                         lr_patience=None, bs=20, lr=1e-3, mean='imagenet', cam_scales=(1.0, 0.5, 1.5, 2.0), cam_flip=True, cam_bs=1))
 NUM_WORKERS = dict(cpu=0, photos=0, voc=8)   # data-loader workers by preset: how fast, not what (recorded, never compared)
-
-# %% ../nbs/04_erasing.ipynb #43c80bcf
-def erasing_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
-                   **overrides)->ErasingSettings: # any field of `ErasingSettings`; None values keep the preset's
-    "A preset's settings with `overrides` applied, checked: `ValueError` naming every bad setting at once."
-    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    names = [f.name for f in fields(ErasingSettings)]
-    if bad := [k for k in overrides if k not in names]: raise ValueError(f"unknown setting {bad[0]!r}; settings are {', '.join(names)}")
-    cfg = replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
-    if cfg.arch == 'small' and overrides.get('weights') is None: cfg = replace(cfg, weights=None)   # the preset's weights are for its own arch
-    if bad := cfg.problems(): raise ValueError('; '.join(bad))
-    return cfg
 
 # %% ../nbs/04_erasing.ipynb #f322feb3
 CLASSIFIERS = Registry('classifier arch')   # name -> `factory(n_classes, weights)`: a fresh `CAMClassifier`
@@ -273,6 +221,60 @@ def make_classifier(arch:str, # a name in `CLASSIFIERS`: 'small', 'vgg16_largefo
                    ):
     "A fresh CAM classifier of the named architecture."
     return CLASSIFIERS(arch, n_classes, weights=None if weights == 'none' else weights)
+
+# %% ../nbs/04_erasing.ipynb #70b66289
+def _rgb(v)->bool:
+    "`v` is three finite grey levels in [0, 255]."
+    if isinstance(v, str): return False
+    try: a = np.asarray(v, np.float64)
+    except (TypeError, ValueError): return False
+    return a.shape == (3,) and bool(np.isfinite(a).all() and ((a >= 0) & (a <= 255)).all())
+
+@patch
+def problems(self:ErasingSettings)->list:
+    "Every setting that cannot run, named by its flag with its value."
+    bad = [] if is_number(self.delta) and 0 < self.delta < 1 else [f"delta={self.delta} must lie in (0, 1): CAMs are normalised to max 1"]
+    if not (is_number(self.rho) and 0 < self.rho <= 1): bad.append(f"rho={self.rho} must lie in (0, 1]")
+    if self.min_map is not None and not (is_number(self.min_map) and 0 <= self.min_map <= 1):
+        bad.append(f"min_map={self.min_map} must lie in [0, 1] (an mAP) or be None")
+    bad += [f"{k}={v!r} must be an integer ≥ 1" for k, v in (('cls_epochs', self.epochs), ('max_steps', self.max_steps),
+            ('cls_bs', self.bs), ('crop_size', self.crop_size), ('cam_bs', self.cam_bs)) if not is_int(v, 1)]
+    if self.patience is not None and not is_int(self.patience, 1): bad.append(f"cls_patience={self.patience!r} must be an integer ≥ 1 (or None)")
+    if self.sched not in SCHEDULES: bad.append(f"cls_sched={self.sched!r}: use one of {', '.join(map(str, SCHEDULES))} (None: the network's recipe)")
+    elif self.sched == 'plateau':
+        if not is_int(self.lr_patience, 1): bad.append(f"cls_lr_patience={self.lr_patience!r} must be an integer ≥ 1 with cls_sched='plateau'")
+        elif self.patience is not None and is_int(self.patience, 1) and self.patience <= self.lr_patience:
+            bad.append(f"cls_patience={self.patience} must exceed cls_lr_patience={self.lr_patience}: the last lowered learning rate needs epochs to act")
+    if self.lr is not None and not (is_number(self.lr) and self.lr > 0): bad.append(f"cls_lr={self.lr} must be a finite number > 0 (or None: the recipe's)")
+    s, cs = self.scale, self.cam_scales
+    if not (isinstance(s, (tuple, list)) and len(s) == 2 and all(is_number(v) and v > 0 for v in s) and s[0] <= s[1]):
+        bad.append(f"scale={s!r} must be two positive numbers (low, high) with low ≤ high")
+    if not (isinstance(cs, (tuple, list)) and len(cs) > 0 and all(is_number(v) and v > 0 for v in cs)):
+        bad.append(f"cam_scales={cs!r} must be a non-empty list of positive numbers")
+    if not isinstance(self.cam_flip, (bool, np.bool_)): bad.append(f"cam_flip={self.cam_flip!r} must be True or False")
+    if not (self.fill in ('mean', 'zero', 'noise') if isinstance(self.fill, str) else _rgb(self.fill)):
+        bad.append(f"fill={self.fill!r}: use 'mean', 'zero', 'noise' or an RGB triple in [0, 255]")
+    if not (self.mean in ('dataset', 'imagenet', 'model') if isinstance(self.mean, str) else _rgb(self.mean)):
+        bad.append(f"mean={self.mean!r}: use 'dataset', 'imagenet', 'model' or an RGB triple in [0, 255]")
+    if self.arch not in CLASSIFIERS: bad.append(f"cls_arch={self.arch!r}: use {', '.join(CLASSIFIERS)}")
+    w = self.weights
+    if w not in (None, 'none'):
+        if self.arch == 'small': bad.append(f"cls_weights={w!r}: arch 'small' has no pretrained weights (use None or 'none')")
+        elif not isinstance(w, (str, Path)): bad.append(f"cls_weights={w!r}: use 'imagenet', 'none' or a state-dict file")
+        elif w != 'imagenet' and not Path(w).is_file(): bad.append(f"cls_weights={str(w)!r}: no such file (use 'imagenet', 'none' or a state-dict file)")
+    return bad
+
+# %% ../nbs/04_erasing.ipynb #43c80bcf
+def erasing_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
+                   **overrides)->ErasingSettings: # any field of `ErasingSettings`; None values keep the preset's
+    "A preset's settings with `overrides` applied, checked: `ValueError` naming every bad setting at once."
+    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    names = [f.name for f in fields(ErasingSettings)]
+    if bad := [k for k in overrides if k not in names]: raise ValueError(f"unknown setting {bad[0]!r}; settings are {', '.join(names)}")
+    cfg = replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    if cfg.arch == 'small' and overrides.get('weights') is None: cfg = replace(cfg, weights=None)   # the preset's weights are for its own arch
+    if bad := cfg.problems(): raise ValueError('; '.join(bad))
+    return cfg
 
 # %% ../nbs/04_erasing.ipynb #66660dbd
 from .voc import scan_dataset
