@@ -1,7 +1,7 @@
-"""What bounds the harder variant's ladder from above? The `cpu` preset's segmentation network (`seg_small`) and four
-variants of it, each trained on the harder variant's ground-truth masks, scored on its val split.
+"""What bounds the harder variant's ladder from above? The `cpu` preset's segmentation network (`seg_small`), four
+variants of it and a pretrained one, each trained on the harder variant's ground-truth masks, scored on its val split.
 
-Usage: python bench/seg_ceiling.py [--work DIR] [--variants base,patience12,os8,pool,wide]
+Usage: python bench/seg_ceiling.py [--work DIR] [--variants base,patience12,os8,pool,wide,lite0,lite0_os16]
 
 The set is `bench/carry.py`'s harder variant (written under --work as carry.py writes it, or reused). Every network is
 trained as `Pipeline.train_seg(labels='gt')` trains the reference of carry.md: the same splits (10 % of the training
@@ -12,12 +12,16 @@ split held out, seed 0), dataset mean pixel, recipe, epoch cap (60) and stopping
 - patience12: the same network given more time (patience 12, the rate lowered after 5);
 - os8: a stride-2 last block (output stride 8, a 77 px receptive field);
 - pool: image-level context (each location also sees the mean of the trunk's features, as DeepLab v3's image pooling);
-- wide: every layer twice as wide.
+- wide: every layer twice as wide;
+- lite0: the `photos` preset's `lite0_seg` (EfficientNet-Lite0 with ImageNet weights from the pip package, output
+  stride 8, LargeFOV head), its input statistics and recipe, but `seg_small`'s crop (80 px: these images are 64–128 px);
+- lite0_os16: the same at output stride 16 (about 3× cheaper per epoch here).
 
-Prints, and writes to bench/results/seg_ceiling.md and .json, each network's val mIoU, its epochs and whether it
-stopped by patience or the cap, beside the CAM rung of carry.json's hard run (read with each image's labels).
+Prints, and writes to bench/results/seg_ceiling.md and .json, each network's held-out and val mIoU, its epochs, whether
+it stopped by patience or the cap and its seconds of training; a call reruns the variants it names and keeps the rows of
+the others from seg_ceiling.json. Beside them the CAM rung of carry.json's hard run (read with each image's labels).
 --smoke is a seconds-long check of the script that never writes to bench/results."""
-import json, sys, time
+import json, sys
 from pathlib import Path
 import numpy as np
 import torch
@@ -31,6 +35,8 @@ class ImagePool(nn.Module):
     "Each location's features, then the image's mean feature: every location sees which classes the image holds."
     def forward(self, x): return torch.cat([x, x.mean((2, 3), keepdim=True).expand_as(x)], 1)
 
+ORDER = ['base', 'patience12', 'os8', 'pool', 'wide', 'lite0', 'lite0_os16']
+
 def variant(name:str, n_classes:int):
     "(network, stopping overrides, what it is)."
     from aepsl.models import seg_small, small_cnn, largefov_head, SegNet
@@ -42,12 +48,17 @@ def variant(name:str, n_classes:int):
         ref = seg_small(n_classes)
         layers = list(small_cnn(n_classes).features) + [ImagePool()] + largefov_head(256, 128, 3, dropout=0, bn=True)
         return SegNet(nn.Sequential(*layers), 128, n_classes, recipe=ref.recipe), {}, 'image pooling before the head'
+    if name in ('lite0', 'lite0_os16'):
+        from aepsl.models import lite0_seg
+        net = lite0_seg(n_classes, weights='imagenet', output_stride=16 if name == 'lite0_os16' else 8)
+        net.recipe = dict(net.recipe, crop=seg_small(n_classes).recipe['crop'])
+        return net, {}, f"`lite0_seg`, ImageNet weights, output stride {16 if name == 'lite0_os16' else 8}"
     raise SystemExit(f"unknown variant {name!r}")
 
 def main():
     ap = parser(__doc__)
     ap.add_argument('--work', default='runs/carry', help='folder of the sets (shared with bench/carry.py) and of these runs')
-    ap.add_argument('--variants', default='base,patience12,os8,pool,wide')
+    ap.add_argument('--variants', default=','.join(ORDER))
     ap.add_argument('--smoke', action='store_true', help='a tiny set and 2 epochs: checks the script, writes nothing to bench/results')
     a = ap.parse_args()
     from aepsl.voc import run_splits
@@ -61,16 +72,17 @@ def main():
     data = write_set(work / ('data_hard' if not a.smoke else 'smoke_data_hard'), 'hard', n_train, n_val)
     out = work / ('seg_ceiling' if not a.smoke else 'smoke_seg_ceiling')
     trn, hold, ev = run_splits(data, 'train', None, 'val', 0.1, 0)   # the pipeline's defaults: holdout_frac 0.1, seed 0
-    mean = mean_pixel(trn)
-    std = pixel_std(trn, mean)
+    data_mean = mean_pixel(trn)
+    data_std = pixel_std(trn, data_mean)
     rows = []
     for name in a.variants.split(','):
         set_seed(0)
         net, stop, what = variant(name, len(trn.classes))
         stop = dict(dict(patience=5, sched='plateau', lr_patience=2), **stop)
+        r = net.recipe   # a pretrained network's own input statistics; else the dataset's, as the `cpu` preset
+        mean, std = (np.array(r['mean'], np.float32), np.array(r['std'], np.float32)) if 'mean' in r else (data_mean, data_std)
         epochs = 2 if a.smoke else 60
         st = Stage(out / name, dict(variant=name, epochs=epochs, **stop, data=str(data)))
-        t = time.time()
         rec = seg_stage(st, net, SegDataset(trn, None, seg_train_tfms(net.recipe, mean, std)), PSLLoss(psl=False), held=hold,
                         mean=mean, std=std, epochs=epochs, bs=16, seed=0, num_workers=0, device='cpu', progress=False, **stop)
         pred = Stage(out / f'{name}_pred', dict(model=st.hash))
@@ -78,26 +90,32 @@ def main():
         r = evaluate_predictions(out / f'{name}_pred', ev)
         rows.append(dict(variant=name, what=what, params=sum(p.numel() for p in net.parameters()),
                          receptive_field=receptive_field(net, 161), mIoU=r['mIoU'], epochs=rec['epochs'], cap=epochs,
-                         stopped_by=rec['stopped_by'], best_epoch=rec['best_epoch'], seconds=round(time.time() - t)))
+                         stopped_by=rec['stopped_by'], best_epoch=rec['best_epoch'], held_mIoU=rec.get('held_mIoU'),
+                         seconds=round(rec['train_time'])))   # the training's own seconds (a rerun reads them back)
         print(rows[-1], flush=True)
     cam = None
     carry = HERE / 'results' / 'carry.json'
     if carry.is_file():
         cam = next((x['mIoU'] for x in json.loads(carry.read_text())['sets']['hard']['ladder'] if x['rung'] == 'CAM'), None)
-    lines = [f"`python bench/seg_ceiling.py --work {a.work}`", '',
+    dest = out if a.smoke else HERE / 'results'
+    done = dest / 'seg_ceiling.json'   # rows of variants not rerun now are kept (same sets, same rule), in the default order
+    if done.is_file():
+        mine = {r['variant'] for r in rows}
+        rows = [r for r in json.loads(done.read_text())['rows'] if r['variant'] not in mine] + rows
+    rows.sort(key=lambda r: ORDER.index(r['variant']) if r['variant'] in ORDER else len(ORDER))
+    lines = [f"`python bench/seg_ceiling.py --work {a.work} --variants {a.variants}` (rows of other variants: earlier calls)", '',
              f"Machine: {machine()['platform']}; {machine()['cpu']}, {machine()['cpu_count']} cores; torch {machine()['torch']}", '',
              f"The harder variant ({n_train} + {n_val} images); each network trained on the training split's ground-truth masks "
              f"(10 % held out to stop it), mIoU (%) on val. The hard run's CAM rung (carry.json, read with each image's labels): "
              f"{cam if cam is not None else '–'}.", '',
-             '| variant | network | parameters | receptive field (px) | val mIoU | epochs (cap) | stopped by | seconds |',
-             '|---|---|---|---|---|---|---|---|']
+             '| variant | network | parameters | receptive field (px) | held-out mIoU | val mIoU | epochs (cap) | stopped by | seconds of training (per epoch) |',
+             '|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         rf = 'whole image' if r['receptive_field'] >= 161 else r['receptive_field']
-        lines.append(f"| {r['variant']} | {r['what']} | {r['params']:,} | {rf} | {r['mIoU']:.2f} | {r['epochs']} ({r['cap']}) | "
-                     f"{r['stopped_by']} | {r['seconds']} |")
+        lines.append(f"| {r['variant']} | {r['what']} | {r['params']:,} | {rf} | {r.get('held_mIoU', '–')} | {r['mIoU']:.2f} | {r['epochs']} ({r['cap']}) | "
+                     f"{r['stopped_by']} | {r['seconds']} ({r['seconds'] / r['epochs']:.1f}) |")
     md = '\n'.join(lines) + '\n'
     print(md)
-    dest = out if a.smoke else HERE / 'results'
     (dest / 'seg_ceiling.md').write_text(md)
     (dest / 'seg_ceiling.json').write_text(json.dumps(dict(machine=machine(), cam_rung=cam, rows=rows), indent=1) + '\n')
 
