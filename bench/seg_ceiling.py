@@ -11,7 +11,8 @@ split held out, seed 0), dataset mean pixel, recipe, epoch cap (60) and stopping
 5, the rate lowered after 2 epochs without progress), unless the variant says otherwise. With `--labels pseudo` they
 learn from the pseudo labels of carry.py's hard run instead (`run_hard/pseudo` under --work) and stop on the held-out
 images' pseudo labels, as `Pipeline.train_seg` trains AE-SSL: AE-SSL with another network, the erasing and the pseudo
-labels unchanged. The variants:
+labels unchanged; with `--labels psl` they start from that network and add the online-label term (λ = 1 from the
+start, as the `cpu` preset's AE-PSL): AE-PSL with another network. The variants:
 
 - base: `seg_small` as the preset builds it (output stride 4, a 53 px receptive field);
 - patience12: the same network given more time (patience 12, the rate lowered after 5);
@@ -71,15 +72,16 @@ def main():
     ap = parser(__doc__)
     ap.add_argument('--work', default='runs/carry', help='folder of the sets (shared with bench/carry.py) and of these runs')
     ap.add_argument('--variants', default=','.join(ORDER))
-    ap.add_argument('--labels', default='gt', choices=('gt', 'pseudo'),
-                    help="what the networks learn from: the masks (gt), or the pseudo labels of bench/carry.py's hard run "
-                         "under --work (run_hard/pseudo: AE-SSL with another network)")
+    ap.add_argument('--labels', default='gt', choices=('gt', 'pseudo', 'psl'),
+                    help="what the networks learn from: the masks (gt), the pseudo labels of bench/carry.py's hard run "
+                         "under --work (run_hard/pseudo: AE-SSL with another network), or those and the online labels, "
+                         "starting from the pseudo row's network (psl: AE-PSL with another network)")
     ap.add_argument('--smoke', action='store_true', help='a tiny set and 2 epochs: checks the script, writes nothing to bench/results')
     a = ap.parse_args()
     from aepsl.voc import run_splits
     from aepsl.data import mean_pixel, pixel_std
     from aepsl.runs import Stage
-    from aepsl.train import set_seed
+    from aepsl.train import set_seed, load_checkpoint
     from aepsl.models import receptive_field
     from aepsl.psl import SegDataset, PSLLoss, seg_stage, seg_train_tfms, predict_stage, evaluate_predictions, FolderMasks
     work = Path(a.work)
@@ -88,7 +90,7 @@ def main():
     out = work / ('seg_ceiling' if not a.smoke else 'smoke_seg_ceiling')
     trn, hold, ev = run_splits(data, 'train', None, 'val', 0.1, 0)   # the pipeline's defaults: holdout_frac 0.1, seed 0
     pseudo, pseudo_cfg = None, {}
-    if a.labels == 'pseudo':   # the hard run's pseudo labels; its held-out images are these splits' (checked)
+    if a.labels in ('pseudo', 'psl'):   # the hard run's pseudo labels; its held-out images are these splits' (checked)
         run = work / 'run_hard'
         if not (run / 'pseudo' / 'done.json').is_file(): raise SystemExit(f"no finished pseudo labels in {run}: run bench/carry.py first")
         if (run / 'holdout.txt').read_text().split() != list(hold.ids): raise SystemExit(f"{run}'s held-out images are not these splits'")
@@ -103,15 +105,22 @@ def main():
         r = net.recipe   # a pretrained network's own input statistics; else the dataset's, as the `cpu` preset
         mean, std = (np.array(r['mean'], np.float32), np.array(r['std'], np.float32)) if 'mean' in r else (data_mean, data_std)
         epochs = 2 if a.smoke else 60
-        folder = name + ('_pseudo' if pseudo else '')
-        st = Stage(out / folder, dict(variant=name, epochs=epochs, **stop, data=str(data), **pseudo_cfg))
+        folder, psl = name + {'gt': '', 'pseudo': '_pseudo', 'psl': '_psl'}[a.labels], a.labels == 'psl'
+        init = {}
+        if psl:   # AE-PSL as the `cpu` preset trains it: from the trained AE-SSL network, λ = 1 from the start (psl.init, psl.weight, psl.warmup)
+            ssl = out / f'{name}_pseudo'
+            if not (ssl / 'done.json').is_file(): raise SystemExit(f"--labels psl starts from {ssl}: run --labels pseudo first")
+            load_checkpoint(ssl / 'model.pt', net)
+            init = dict(psl=True, init=json.loads((ssl / 'done.json').read_text())['hash'])
+        st = Stage(out / folder, dict(variant=name, epochs=epochs, **stop, data=str(data), **pseudo_cfg, **init))
         held = FolderMasks(hold, pseudo) if pseudo else hold   # as `Pipeline.train_seg`: stopped on the held-out images' own labels
-        rec = seg_stage(st, net, SegDataset(trn, pseudo, seg_train_tfms(net.recipe, mean, std)), PSLLoss(psl=False), held=held,
+        rec = seg_stage(st, net, SegDataset(trn, pseudo, seg_train_tfms(net.recipe, mean, std)), PSLLoss(psl=psl), held=held,
                         branch_on=hold, mean=mean, std=std, epochs=epochs, bs=16, seed=0, num_workers=0, device='cpu', progress=False, **stop)
         pred = Stage(out / f'{folder}_pred', dict(model=st.hash))
         predict_stage(net.eval(), ev, pred, (1.0,), False, crf=None, mean=mean, std=std, progress=False)
         r = evaluate_predictions(out / f'{folder}_pred', ev)
-        rows.append(dict(variant=name, labels='pseudo labels' if pseudo else 'masks', what=what, params=sum(p.numel() for p in net.parameters()),
+        rows.append(dict(variant=name, labels={'gt': 'masks', 'pseudo': 'pseudo labels', 'psl': 'pseudo + online labels (PSL)'}[a.labels],
+                         what=what, branch_mAP=rec.get('branch_mAP'), params=sum(p.numel() for p in net.parameters()),
                          receptive_field=receptive_field(net, 161), mIoU=r['mIoU'], epochs=rec['epochs'], cap=epochs,
                          stopped_by=rec['stopped_by'], best_epoch=rec['best_epoch'], held_mIoU=rec.get('held_mIoU'),
                          seconds=round(rec['train_time'])))   # the training's own seconds (a rerun reads them back)
@@ -129,19 +138,21 @@ def main():
         key = lambda r: (r['variant'], r.get('labels', 'masks'))
         mine = {key(r) for r in rows}
         rows = [r for r in json.loads(done.read_text())['rows'] if key(r) not in mine] + rows
-    rows.sort(key=lambda r: (r.get('labels', 'masks') != 'masks', ORDER.index(r['variant']) if r['variant'] in ORDER else len(ORDER)))
+    LABELS = ['masks', 'pseudo labels', 'pseudo + online labels (PSL)']
+    rows.sort(key=lambda r: (LABELS.index(r.get('labels', 'masks')), ORDER.index(r['variant']) if r['variant'] in ORDER else len(ORDER)))
     lines = [f"`python bench/seg_ceiling.py --work {a.work} --variants {a.variants} --labels {a.labels}` (other rows: earlier calls)", '',
              f"Machine: {machine()['platform']}; {machine()['cpu']}, {machine()['cpu_count']} cores; torch {machine()['torch']}", '',
              f"The harder variant ({n_train} + {n_val} images); each network trained on the training split's ground-truth masks, "
-             "or on the pseudo labels of bench/carry.py's hard run (AE-SSL with that network), 10 % of the training images held "
-             "out to stop it (held-out mIoU: against those images' own labels, masks or pseudo labels); mIoU (%) on val. The hard "
+             "or on the pseudo labels of bench/carry.py's hard run (AE-SSL with that network), or on those and the online labels "
+             "from that AE-SSL network on (AE-PSL: λ = 1, predictions not weighted by the branch), 10 % of the training images "
+             "held out to stop it (held-out mIoU: against those images' own labels, masks or pseudo labels); mIoU (%) on val. The hard "
              "run's rungs (carry.json; CAM and AE read with each image's labels): "
              + ('; '.join(f"{k} {v}" for k, v in lad.items()) or '–') + '.', '',
-             '| variant | network | learns from | parameters | receptive field (px) | held-out mIoU | val mIoU | epochs (cap) | stopped by | seconds of training (per epoch) |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             '| variant | network | learns from | parameters | receptive field (px) | held-out mIoU | branch mAP (held out) | val mIoU | epochs (cap) | stopped by | seconds of training (per epoch) |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         rf = 'whole image' if r['receptive_field'] >= 161 else r['receptive_field']
-        lines.append(f"| {r['variant']} | {r['what']} | {r.get('labels', 'masks')} | {r['params']:,} | {rf} | {r.get('held_mIoU', '–')} | {r['mIoU']:.2f} | {r['epochs']} ({r['cap']}) | "
+        lines.append(f"| {r['variant']} | {r['what']} | {r.get('labels', 'masks')} | {r['params']:,} | {rf} | {r.get('held_mIoU', '–')} | {r.get('branch_mAP') or '–'} | {r['mIoU']:.2f} | {r['epochs']} ({r['cap']}) | "
                      f"{r['stopped_by']} | {r['seconds']} ({r['seconds'] / r['epochs']:.1f}) |")
     md = '\n'.join(lines) + '\n'
     print(md)
