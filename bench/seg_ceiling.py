@@ -25,7 +25,8 @@ start, as the `cpu` preset's AE-PSL): AE-PSL with another network. The variants:
 - lite0_os16_adamw: the same with `seg_small`'s optimiser: AdamW, its rate (3e-3) for the new head, a third of it for
   the pretrained trunk (SGD at 0.01 was still improving at the 60-epoch cap).
 
-Prints, and writes to bench/results/seg_ceiling.md and .json, each network's held-out and val mIoU, its epochs, whether
+Prints, and writes to bench/results/seg_ceiling.md and .json, each network's held-out and val mIoU (and val with the
+`cpu` preset's DenseCRF, as the AE-PSL + CRF rung), its branch's held-out mAP, its epochs, whether
 it stopped by patience or the cap and its seconds of training; a call reruns the variants it names and keeps the rows of
 the others from seg_ceiling.json. Beside them the rungs of carry.json's hard run: CAM, the last AE step (both read
 with each image's labels) and AE-SSL.
@@ -83,6 +84,7 @@ def main():
     from aepsl.runs import Stage
     from aepsl.train import set_seed, load_checkpoint
     from aepsl.models import receptive_field
+    from aepsl.config import PIPELINE_PRESETS
     from aepsl.psl import SegDataset, PSLLoss, seg_stage, seg_train_tfms, predict_stage, evaluate_predictions, FolderMasks
     work = Path(a.work)
     n_train, n_val = (40, 10) if a.smoke else (1000, 200)
@@ -116,12 +118,17 @@ def main():
         held = FolderMasks(hold, pseudo) if pseudo else hold   # as `Pipeline.train_seg`: stopped on the held-out images' own labels
         rec = seg_stage(st, net, SegDataset(trn, pseudo, seg_train_tfms(net.recipe, mean, std)), PSLLoss(psl=psl), held=held,
                         branch_on=hold, mean=mean, std=std, epochs=epochs, bs=16, seed=0, num_workers=0, device='cpu', progress=False, **stop)
+        if rec.get('skipped'): load_checkpoint(st.folder / 'model.pt', net)   # trained before: its weights, for predictions not yet made
         pred = Stage(out / f'{folder}_pred', dict(model=st.hash))
         predict_stage(net.eval(), ev, pred, (1.0,), False, crf=None, mean=mean, std=std, progress=False)
         r = evaluate_predictions(out / f'{folder}_pred', ev)
+        crf = PIPELINE_PRESETS['cpu'].test.crf   # the `cpu` preset's DenseCRF, as its AE-PSL + CRF rung
+        pred_crf = Stage(out / f'{folder}_pred_crf', dict(model=st.hash, crf=crf))
+        predict_stage(net.eval(), ev, pred_crf, (1.0,), False, crf=crf, crf_workers=0, mean=mean, std=std, progress=False)
+        r_crf = evaluate_predictions(out / f'{folder}_pred_crf', ev)
         rows.append(dict(variant=name, labels={'gt': 'masks', 'pseudo': 'pseudo labels', 'psl': 'pseudo + online labels (PSL)'}[a.labels],
                          what=what, branch_mAP=rec.get('branch_mAP'), params=sum(p.numel() for p in net.parameters()),
-                         receptive_field=receptive_field(net, 161), mIoU=r['mIoU'], epochs=rec['epochs'], cap=epochs,
+                         receptive_field=receptive_field(net, 161), mIoU=r['mIoU'], mIoU_crf=r_crf['mIoU'], epochs=rec['epochs'], cap=epochs,
                          stopped_by=rec['stopped_by'], best_epoch=rec['best_epoch'], held_mIoU=rec.get('held_mIoU'),
                          seconds=round(rec['train_time'])))   # the training's own seconds (a rerun reads them back)
         print(rows[-1], flush=True)
@@ -148,11 +155,11 @@ def main():
              "held out to stop it (held-out mIoU: against those images' own labels, masks or pseudo labels); mIoU (%) on val. The hard "
              "run's rungs (carry.json; CAM and AE read with each image's labels): "
              + ('; '.join(f"{k} {v}" for k, v in lad.items()) or '–') + '.', '',
-             '| variant | network | learns from | parameters | receptive field (px) | held-out mIoU | branch mAP (held out) | val mIoU | epochs (cap) | stopped by | seconds of training (per epoch) |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
+             '| variant | network | learns from | parameters | receptive field (px) | held-out mIoU | branch mAP (held out) | val mIoU | val mIoU + CRF | epochs (cap) | stopped by | seconds of training (per epoch) |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         rf = 'whole image' if r['receptive_field'] >= 161 else r['receptive_field']
-        lines.append(f"| {r['variant']} | {r['what']} | {r.get('labels', 'masks')} | {r['params']:,} | {rf} | {r.get('held_mIoU', '–')} | {r.get('branch_mAP') or '–'} | {r['mIoU']:.2f} | {r['epochs']} ({r['cap']}) | "
+        lines.append(f"| {r['variant']} | {r['what']} | {r.get('labels', 'masks')} | {r['params']:,} | {rf} | {r.get('held_mIoU', '–')} | {r.get('branch_mAP') or '–'} | {r['mIoU']:.2f} | {r.get('mIoU_crf', '–')} | {r['epochs']} ({r['cap']}) | "
                      f"{r['stopped_by']} | {r['seconds']} ({r['seconds'] / r['epochs']:.1f}) |")
     md = '\n'.join(lines) + '\n'
     print(md)
