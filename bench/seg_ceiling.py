@@ -3,7 +3,7 @@ variants of it and pretrained ones, each trained on the harder variant's ground-
 scored on its val split.
 
 Usage: python bench/seg_ceiling.py [--work DIR] [--variants base,patience12,os8,pool,wide,lite0,lite0_os16,lite0_os16_adamw]
-                                   [--labels gt|pseudo]
+                                   [--labels gt|pseudo|psl]
 
 The set is `bench/carry.py`'s harder variant (written under --work as carry.py writes it, or reused). Every network is
 trained as `Pipeline.train_seg(labels='gt')` trains the reference of carry.md: the same splits (10 % of the training
@@ -60,13 +60,13 @@ def variant(name:str, n_classes:int):
         return SegNet(nn.Sequential(*layers), 128, n_classes, recipe=ref.recipe), {}, 'image pooling before the head'
     if name in ('lite0', 'lite0_os16', 'lite0_os16_adamw'):
         from aepsl.models import lite0_seg
-        os = 8 if name == 'lite0' else 16
-        net, small = lite0_seg(n_classes, weights='imagenet', output_stride=os), seg_small(n_classes).recipe
+        stride = 8 if name == 'lite0' else 16
+        net, small = lite0_seg(n_classes, weights='imagenet', output_stride=stride), seg_small(n_classes).recipe
         net.recipe = dict(net.recipe, crop=small['crop'])
         if name.endswith('adamw'):
             net.recipe.update(opt='adamw', lr=small['lr'] / 3, head_mult=3, wd=small['wd'])
-            return net, {}, f"`lite0_seg`, ImageNet weights, output stride {os}, AdamW (head {small['lr']:g}, trunk a third)"
-        return net, {}, f"`lite0_seg`, ImageNet weights, output stride {os}"
+            return net, {}, f"`lite0_seg`, ImageNet weights, output stride {stride}, AdamW (head {small['lr']:g}, trunk a third)"
+        return net, {}, f"`lite0_seg`, ImageNet weights, output stride {stride}"
     raise SystemExit(f"unknown variant {name!r}")
 
 def main():
@@ -97,21 +97,24 @@ def main():
         if not (run / 'pseudo' / 'done.json').is_file(): raise SystemExit(f"no finished pseudo labels in {run}: run bench/carry.py first")
         if (run / 'holdout.txt').read_text().split() != list(hold.ids): raise SystemExit(f"{run}'s held-out images are not these splits'")
         pseudo, pseudo_cfg = run / 'pseudo', dict(labels='pseudo', pseudo=json.loads((run / 'pseudo' / 'done.json').read_text())['hash'])
+    names = a.variants.split(',')
+    if a.labels == 'psl':   # AE-PSL starts from each variant's AE-SSL network: all of them there before anything is trained
+        if missing := [n for n in names if not (out / f'{n}_pseudo' / 'done.json').is_file()]:
+            raise SystemExit(f"--labels psl starts from the --labels pseudo networks; not trained yet: {', '.join(missing)}")
     data_mean = mean_pixel(trn)
     data_std = pixel_std(trn, data_mean)
     rows = []
-    for name in a.variants.split(','):
+    for name in names:
         set_seed(0)
         net, stop, what = variant(name, len(trn.classes))
         stop = dict(dict(patience=5, sched='plateau', lr_patience=2), **stop)
-        r = net.recipe   # a pretrained network's own input statistics; else the dataset's, as the `cpu` preset
-        mean, std = (np.array(r['mean'], np.float32), np.array(r['std'], np.float32)) if 'mean' in r else (data_mean, data_std)
+        recipe = net.recipe   # a pretrained network's own input statistics; else the dataset's, as the `cpu` preset
+        mean, std = (np.array(recipe['mean'], np.float32), np.array(recipe['std'], np.float32)) if 'mean' in recipe else (data_mean, data_std)
         epochs = 2 if a.smoke else 60
         folder, psl = name + {'gt': '', 'pseudo': '_pseudo', 'psl': '_psl'}[a.labels], a.labels == 'psl'
         init = {}
         if psl:   # AE-PSL as the `cpu` preset trains it: from the trained AE-SSL network, λ = 1 from the start (psl.init, psl.weight, psl.warmup)
             ssl = out / f'{name}_pseudo'
-            if not (ssl / 'done.json').is_file(): raise SystemExit(f"--labels psl starts from {ssl}: run --labels pseudo first")
             load_checkpoint(ssl / 'model.pt', net)
             init = dict(psl=True, init=json.loads((ssl / 'done.json').read_text())['hash'])
         st = Stage(out / folder, dict(variant=name, epochs=epochs, **stop, data=str(data), **pseudo_cfg, **init))
@@ -136,8 +139,8 @@ def main():
     carry = HERE / 'results' / 'carry.json'
     if carry.is_file():
         ladder = json.loads(carry.read_text())['sets']['hard']['ladder']
-        r = {x['rung']: x['mIoU'] for x in ladder}
-        lad = {'CAM': r.get('CAM'), 'AE (last step)': [x['mIoU'] for x in ladder if ' step ' in x['rung']][-1], 'AE-SSL': r.get('AE-SSL')}
+        rungs = {x['rung']: x['mIoU'] for x in ladder}
+        lad = {'CAM': rungs.get('CAM'), 'AE (last step)': [x['mIoU'] for x in ladder if ' step ' in x['rung']][-1], 'AE-SSL': rungs.get('AE-SSL')}
     cam = lad.get('CAM')
     dest = out if a.smoke else HERE / 'results'
     done = dest / 'seg_ceiling.json'   # rows of variants not rerun now are kept (same sets, same rule), in the default order
