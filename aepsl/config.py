@@ -88,7 +88,7 @@ class PseudoSettings:
 @dataclass(frozen=True)
 class SegSettings:
     "The segmentation networks (AE-SSL, AE-PSL, a reference): architecture, weights, budget and stopping rule (`aepsl.psl.fit_seg`)."
-    arch:str = setting('seg_small', "seg_small, deeplab_largefov, resnet_largefov or lite0_seg (`aepsl.psl.SEGNETS`)")
+    arch:str = setting('seg_small', "seg_small, deeplab_largefov, resnet_largefov, lite0_seg or lite0_seg_small (`aepsl.psl.SEGNETS`)")
     weights:str|None = setting(None, "'imagenet', a state-dict .pth file, or None/'none' (random initialisation)")
     epochs:int|None = setting(60, "epoch cap of each network (None: the recipe's iterations)")
     bs:int|None = setting(16, "batch size, over all processes (None: the recipe's)")

