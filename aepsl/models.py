@@ -363,5 +363,5 @@ def lite0_seg_small(n_classes:int, # C, foreground classes
     "`lite0_seg` for small images on a CPU: output stride 16, `seg_small`'s crop and AdamW (head 3e-3, pretrained trunk a third)."
     net = lite0_seg(n_classes, weights, output_stride=16)
     rec = {k: v for k, v in net.recipe.items() if k not in ('momentum', 'iters')}
-    net.recipe = dict(rec, opt='adamw', lr=1e-3, head_mult=3, wd=1e-4, epochs=30, crop=crop)
+    net.recipe = dict(rec, opt='adamw', lr=1e-3, head_mult=3, wd=1e-4, epochs=30, bs=16, crop=crop)
     return net
