@@ -21,9 +21,9 @@ from .cam import normalize_cams, eval_mode
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PRESETS', 'NUM_WORKERS', 'CLASSIFIERS', 'MINERS', 'mine_regions', 'erase_regions',
-           'regions_to_label_map', 'region_quality', 'save_regions', 'load_regions', 'load_erased', 'ErasedDataset',
-           'ErasingSettings', 'make_classifier', 'erasing_config', 'AdversarialErasing', 'HideAndSeek', 'ACoL',
-           'acol_loss', 'acol_cam', 'fit_acol', 'HideAndSeekMiner', 'ACoLMiner', 'aepsl_erase']
+           'regions_to_label_map', 'region_quality', 'save_regions', 'load_regions', 'load_erased', 'load_top',
+           'ErasedDataset', 'ErasingSettings', 'make_classifier', 'erasing_config', 'AdversarialErasing', 'HideAndSeek',
+           'ACoL', 'acol_loss', 'acol_cam', 'fit_acol', 'HideAndSeekMiner', 'ACoLMiner', 'aepsl_erase']
 
 # %% ../nbs/04_erasing.ipynb #ee25732d
 def mine_regions(cams, # B×C×H×W CAMs in [0, 1] (absent classes 0)
@@ -55,13 +55,20 @@ def erase_regions(images, # uint8 H×W×3 image, or N×H×W×3 images
 # %% ../nbs/04_erasing.ipynb #dcb4735f
 def regions_to_label_map(mined_step, # uint8 C×H×W (or N×C×H×W): step at which each pixel was mined for each class, 0 = never
                          max_step:int|None=None, # only use steps ≤ max_step
-                         conflict:int|None=None): # value of pixels mined for several classes (255: in doubt); None: the earliest class
-    "Label map uint8 H×W (or N×H×W; 0 = background, c+1 = class c): each pixel takes the class mined earliest."
+                         conflict:int|None=None, # value of pixels mined for several classes (255: in doubt); None: the earliest class
+                         top=None): # uint8 T×H×W (N×T×H×W): per step, 1 + the class of highest CAM where it mined; None: ties to the lower index
+    "Label map uint8 H×W (or N×H×W; 0 = background, c+1 = class c): each pixel takes the class mined earliest, ties by CAM."
     s = np.asarray(mined_step).astype(np.int16)
     if max_step is not None: s = np.where(s > max_step, 0, s)
     n = (s > 0).sum(-3)
     s = np.where(s == 0, np.iinfo(np.int16).max, s)
     lab = np.where(n == 0, 0, s.argmin(-3) + 1)
+    if top is not None:   # classes first mined at one step: that step's highest CAM
+        first, tp = s.min(-3), np.asarray(top).astype(np.int16)
+        at = np.clip(first - 1, 0, tp.shape[-3] - 1)[..., None, :, :]
+        win = np.take_along_axis(tp, at, -3)                            # 1 + class, or 0
+        won = np.take_along_axis(s, np.clip(win - 1, 0, s.shape[-3] - 1), -3)[..., 0, :, :]
+        lab = np.where((n > 0) & (win[..., 0, :, :] > 0) & (won == first), win[..., 0, :, :], lab)
     if conflict is not None: lab = np.where(n > 1, conflict, lab)
     return lab.astype(np.uint8)
 
@@ -75,11 +82,16 @@ def region_quality(metric:SegMetric):
 def save_regions(path, # the image's `.npz` in a step folder
                  regions, # bool C×H×W for all classes (only the image's classes are stored)
                  labels, # C image-level labels
-                 erased=None): # bool H×W: the union of every step's regions up to this one (what the next step erases)
-    "Store the mined regions of one image's classes as packed bits, and the union erased so far as a compressed H×W mask."
+                 erased=None, # bool H×W: the union of every step's regions up to this one (what the next step erases)
+                 cams=None): # C×H×W: the CAMs the regions were cut from; stores `top`, the ties' class
+    "Store the mined regions of one image's classes as packed bits, the union erased so far and `top` as compressed H×W maps."
     regions, cls = np.asarray(regions, bool), np.flatnonzero(np.asarray(labels) > 0)
     r = regions[cls]
     extra = {} if erased is None else dict(erased=_hw(erased, r.shape[1:], path))   # H×W, compressed: read alone, no header to check
+    if cams is not None:   # 1 + the image's class of highest CAM wherever a region is, else 0
+        c = np.asarray(cams)
+        if c.shape != regions.shape: raise ValueError(f"{path}: CAMs of shape {c.shape} do not match the regions' {regions.shape}")
+        extra['top'] = np.where(r.any(0), cls[c[cls].argmax(0)] + 1, 0).astype(np.uint8) if len(cls) else np.zeros(r.shape[1:], np.uint8)
     save_arrays(path, classes=cls.astype(np.int16), shape=np.array(r.shape, np.int64), bits=np.packbits(r.ravel()), **extra)
 
 def _hw(a, shape, path):
@@ -124,6 +136,15 @@ def load_erased(path, # the image's `.npz` in a step folder
         raise ValueError(f"{path} holds erased pixels of {e.shape[1]}×{e.shape[0]} px but its image is {shape[1]}×{shape[0]}: "
                          f"the data changed since this step ran; use a new run folder")
     return e
+
+def load_top(path, # the image's `.npz` in a step folder
+             shape=None): # expected (H, W)
+    "uint8 H×W: 1 + the class whose CAM was highest where the step mined (`save_regions(cams=)`), 0 elsewhere; None for a file stored without it."
+    t = load_arrays(path, keys=('top',)).get('top')
+    if t is None: return None
+    if t.dtype != np.uint8 or t.ndim != 2 or (shape is not None and t.shape != tuple(shape)):
+        raise ValueError(f"{path}: 'top' is {t.dtype} of shape {t.shape}, not a uint8 map of its image's size {shape}")
+    return t
 
 # %% ../nbs/04_erasing.ipynb #de373586
 class ErasedDataset(Dataset):
@@ -407,7 +428,7 @@ def split_stage(self:AdversarialErasing, t:int, # the step
                 split:str, # 'train', 'holdout' or an extra split's name (`mine_split`)
                 fingerprint:dict)->Stage: # `data_fingerprint` of the split's images
     "The checked `Stage` of step t's regions on one split, `mined/step<t>/<split>/`: one `.npz` per image."
-    cfg = dict(step=self.step_hash(t), split=split, data=fingerprint)
+    cfg = dict(step=self.step_hash(t), split=split, data=fingerprint, top=True)   # top: the files hold each step's tie-break
     return Stage(self.out / 'mined' / f'step{t}' / split, cfg, f'mined/step{t}/{split}').check()
 
 # %% ../nbs/04_erasing.ipynb #a0393f8e
@@ -444,7 +465,7 @@ def mine(self:AdversarialErasing, model, # the classifier whose CAMs are thresho
                                      f"or check the data, then delete {st.folder.parent} to redo the step")
         reg = mine_regions(cam[None], ds.labels[i][None], c.delta)[0]
         before = ds.regions(i, reg.shape[1:]) if getattr(ds, 'region_dirs', None) else False
-        save_regions(path, reg, ds.labels[i], erased=reg.any(0) | before)   # the next step reads this union alone
+        save_regions(path, reg, ds.labels[i], erased=reg.any(0) | before, cams=cam)   # the next step reads this union alone
     return st.map(ds.ids, write, st.name, self.progress, suffix='.npz')
 
 # %% ../nbs/04_erasing.ipynb #2c01adfb
@@ -558,11 +579,35 @@ def mined_steps(self:AdversarialErasing, i:int, # image index
     return out
 
 @patch
+def mined_tops(self:AdversarialErasing, i:int, # image index
+               split:str='train', # as in `mined_steps`
+               steps=None)->np.ndarray: # the steps to read; default: the used ones
+    "uint8 T×H×W (T the last step read): per step, 1 + the class whose CAM was highest where it mined (`load_top`); the ties of `regions_to_label_map`."
+    ds = dict(train=self.train_ds, holdout=self.holdout_ds, **self._splits)[split]   # `mined_steps` names a bad split first
+    steps = range(1, self.n_used + 1) if steps is None else steps
+    img_shape = ds.image(i).shape[:2]
+    out = np.zeros((max(steps, default=0),) + img_shape, np.uint8)
+    for s in steps:
+        t = load_top(self.out / 'mined' / f'step{s}' / split / f'{ds.ids[i]}.npz', img_shape)
+        if t is not None: out[s - 1] = t
+    return out
+
+@patch
+def mined_label_map(self:AdversarialErasing, i:int, # image index
+                    split:str='train', # as in `mined_steps`
+                    max_step:int=None, # only steps ≤ max_step; default: the used steps
+                    conflict:int|None=None, # value of pixels mined for several classes; None: the earliest class, ties by CAM
+                   )->np.ndarray: # uint8 H×W, 0 = not mined
+    "Mined label map of image `i` of a split (uint8 H×W, 0 = not mined): `regions_to_label_map` of its steps and their `top`."
+    steps = range(1, (max_step or self.n_used) + 1)
+    return regions_to_label_map(self.mined_steps(i, split, steps), conflict=conflict, top=self.mined_tops(i, split, steps))
+
+@patch
 def label_map(self:AdversarialErasing, i:int, # training image index
               max_step:int=None, # only steps ≤ max_step; default: the used steps
-              conflict:int|None=None)->np.ndarray: # value of pixels mined for several classes; None: the earliest class
+              conflict:int|None=None)->np.ndarray: # value of pixels mined for several classes; None: the earliest class, ties by CAM
     "Mined label map of training image `i` (uint8 H×W, 0 = not mined)."
-    return regions_to_label_map(self.mined_steps(i, steps=range(1, (max_step or self.n_used) + 1)), conflict=conflict)
+    return self.mined_label_map(i, 'train', max_step, conflict)
 
 @patch
 def evaluate(self:AdversarialErasing, steps:int=None, # the first steps to score; default: all that ran
@@ -574,9 +619,9 @@ def evaluate(self:AdversarialErasing, steps:int=None, # the first steps to score
     added = np.zeros((n, 2))                                # newly mined pixels: [on their class, all]
     for i in range(len(ds.ids)):
         gt = ds.mask(i)
-        s = self.mined_steps(i, split, steps=range(1, n + 1))
+        s, top = self.mined_steps(i, split, steps=range(1, n + 1)), self.mined_tops(i, split, steps=range(1, n + 1))
         for t in range(1, n + 1):
-            ms[t - 1].update(torch.from_numpy(regions_to_label_map(s, t)).long(), torch.from_numpy(gt).long())
+            ms[t - 1].update(torch.from_numpy(regions_to_label_map(s, t, top=top)).long(), torch.from_numpy(gt).long())
             new = s == t
             added[t - 1] += [(new & (gt[None] == np.arange(1, self.n_classes + 1)[:, None, None])).sum(), new.sum()]
     return [dict(step=t + 1, **region_quality(m), added_precision=round(100 * float(a) / max(float(b), 1), 1))
@@ -674,7 +719,7 @@ def objects(self:AdversarialErasing, image_id:str, # a training or held-out imag
     for name, ds in sets.items():
         if (pos := self._at.get(name)) is None or pos[0] is not ds: self._at[name] = pos = (ds, {k: i for i, k in enumerate(ds.ids)})
         if image_id in pos[1]:
-            return regions_to_label_map(self.mined_steps(pos[1][image_id], name, range(1, (max_step or self.n_used) + 1)), conflict=conflict)
+            return self.mined_label_map(pos[1][image_id], name, max_step, conflict)
     raise KeyError(f"image {image_id!r} is in no set this miner mined ({', '.join(sets)}); mine its set with `mine_split` first")
 
 @patch

@@ -223,7 +223,8 @@ def flags(self:Pipeline, rows:list)->list:
     recs = [read_marker(self.out / n / 'done.json') for n in ('seg_ssl', 'seg')]
     return self.ae.flags([x['mIoU'] for x in rows if ' step ' in x['rung']]) + \
            seg_flags({x['rung']: x['mIoU'] for x in rows}, on, *recs, rho=c.psl.rho, patience=c.seg.patience, epochs=c.seg.epochs,
-                     net=self.psl_network()['net'], prohibit=c.test.prohibit)   # 'auto': says why it did not weight
+                     net=self.psl_network()['net'], prohibit=c.test.prohibit,   # 'auto': says why it did not weight
+                     pretrained=c.seg.weights not in (None, 'none'))
 
 # %% ../nbs/09_pipeline.ipynb #fdf591c1
 @patch

@@ -20,8 +20,8 @@ from .cam import eval_mode
 from .crf import crf_probs, crf_batch, crf_params
 
 # %% auto #0
-__all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'prohibit', 'online_labels', 'PSLLoss', 'SegDataset',
-           'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs',
+__all__ = ['UNCERTAIN', 'PROHIBIT_BY', 'SEGNETS', 'MIN_BRANCH_MAP', 'FAR_BELOW', 'prohibit', 'online_labels', 'PSLLoss',
+           'SegDataset', 'seg_train_tfms', 'make_segnet', 'fit_seg', 'normalize_image', 'native_batches', 'seg_probs',
            'scores_and_masks', 'seg_eval', 'FolderMasks', 'seg_scores', 'predict_stage', 'evaluate_folder',
            'branch_scores', 'branch_map', 'weak_branch', 'use_prohibit', 'seg_stage', 'psl_kept', 'seg_flags',
            'evaluate_predictions', 'format_eval', 'aepsl_eval', 'gwrp', 'SECLoss', 'cam_seeds']
@@ -493,6 +493,8 @@ def psl_kept(psl_rec:dict, # AE-PSL's stage record (`seg_stage`): `held_mIoU` wh
     return dict(kept=kept, ratio=round(ratio, 4), why=why)
 
 # %% ../nbs/08_psl.ipynb #e1070e98
+FAR_BELOW = 0.6   # a network whose rung is under this share of its pseudo labels' mIoU did not learn them at all
+
 def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL', 'AE-PSL + CRF' (those present)
               on_pseudo:dict, # mIoU (%) of each network's rung on the pixels the pseudo labels label (each network once)
               ssl_rec:dict, psl_rec:dict, # the AE-SSL and AE-PSL stage records (`seg_stage`)
@@ -501,6 +503,7 @@ def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL
               epochs:int=None, # their epoch cap, for the message
               net:str='seg', # the network the AE-PSL rungs use: 'seg', or 'seg_ssl' where AE-PSL's was not kept
               prohibit=True, # `test_prohibit`: True, False or 'auto' (weighted where the branch is trusted, `use_prohibit`)
+              pretrained:bool|None=None, # the networks start from pretrained weights (None: not known)
              )->list: # messages
     "What the segmentation stages must tell their user: a rung below the one before, a network below its pseudo labels, a weak branch, AE-PSL not kept, a cap that bound."
     out, r = [], rungs
@@ -510,9 +513,13 @@ def seg_flags(rungs:dict, # mIoU (%) by rung: 'pseudo labels', 'AE-SSL', 'AE-PSL
         if lo in r and hi in r and r[lo] < r[hi]: out.append(f"{lo} ({r[lo]:.2f}) is below {hi} ({r[hi]:.2f}): {why}")
     for rung, v in on_pseudo.items():
         if 'pseudo labels' in r and v < r['pseudo labels']:
-            out.append(f"{rung} ({v:.2f} on the pixels the pseudo labels label) is below its pseudo labels ({r['pseudo labels']:.2f}): the "
-                       f"network did not learn them well (a longer --seg_patience or --seg_epochs, or check --seg_lr); on images it never "
-                       f"trained on, some gap is expected")
+            head = f"{rung} ({v:.2f} on the pixels the pseudo labels label) is below its pseudo labels ({r['pseudo labels']:.2f})"
+            out.append(head + (f", under {FAR_BELOW} of them: a network from random weights this far below may not tell the classes "
+                               f"apart at all; more epochs did not lift seg_small on bench/carry.py's harder variant, ImageNet features "
+                               f"did: try --seg_arch lite0_seg_small --seg_weights imagenet (small images) or lite0_seg"
+                               if pretrained is False and v < FAR_BELOW * r['pseudo labels'] else
+                               ": the network did not learn them well (a longer --seg_patience or --seg_epochs, or check --seg_lr); "
+                               "on images it never trained on, some gap is expected"))
     used = ssl_rec if net == 'seg_ssl' else psl_rec   # the branch that would weight the predictions
     if prohibit is not False and (bm := used.get('branch_mAP')) is not None and (w := weak_branch(bm, network=net)):
         out.append(w + (": the predictions are weighted by them all the same (test_prohibit=True); check the AE-PSL rungs against "

@@ -186,6 +186,26 @@ def test_pseudo_objects_mark_pixels_claimed_by_several_classes(data, tmp_path):
     assert n_conflict > 0                                # the case is exercised
     assert st.config['conflict'] == 255                  # recorded: a run made before this rule refuses to mix
 
+def test_classes_mined_at_one_step_are_told_apart_by_that_steps_cam(data, tmp_path):
+    "Ties (classes first mined at the same step) go to the class of highest CAM: step 1's label map is the CAM's own."
+    from aepsl.cam import cams_to_label_map
+    from aepsl.runs import read_marker
+    ae = make_ae(data, tmp_path / 'r', delta=0.05, max_steps=1)      # a low δ: the two classes' regions overlap
+    ae.run()
+    cams, n_tie, wrong = ae.cams_of(ae.train_ds), 0, 0
+    for i in range(len(ae.train_ds.ids)):
+        s, c = ae.mined_steps(i), cams(i)
+        tie = (s == 1).sum(0) > 1
+        by_cam = cams_to_label_map(c, 0.05)
+        got = ae.label_map(i)
+        wrong += (got != by_cam)[tie].sum()
+        n_tie += tie.sum()
+        top = ae.mined_tops(i)[0]
+        np.testing.assert_array_equal(top > 0, (s > 0).any(0))      # stored wherever the step mined
+    assert n_tie > 0                                                 # the case is exercised
+    assert wrong <= 0.001 * n_tie, (wrong, n_tie)                   # the argmax (float ties between batches aside)
+    assert read_marker(ae.out / 'mined' / 'step1' / 'train' / 'done.json')['config']['top'] is True   # older folders refuse
+
 # --- issue 17: every setting checked before the run folder exists; data identity by content; non-finite steps; cls/ as a Stage
 
 NAN, INF = float('nan'), float('inf')
