@@ -63,7 +63,7 @@ def regions_to_label_map(mined_step, # uint8 C×H×W (or N×C×H×W): step at wh
     n = (s > 0).sum(-3)
     s = np.where(s == 0, np.iinfo(np.int16).max, s)
     lab = np.where(n == 0, 0, s.argmin(-3) + 1)
-    if top is not None:   # classes first mined at one step: that step's highest CAM
+    if top is not None and np.shape(top)[-3] > 0:   # classes first mined at one step: that step's highest CAM
         first, tp = s.min(-3), np.asarray(top).astype(np.int16)
         at = np.clip(first - 1, 0, tp.shape[-3] - 1)[..., None, :, :]
         win = np.take_along_axis(tp, at, -3)                            # 1 + class, or 0
