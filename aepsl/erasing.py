@@ -119,7 +119,10 @@ def load_regions(path, # the image's `.npz`
                  shape=None, # expected (H, W): the image's size
                  labels=None): # expected labels: the stored classes must be the image's
     "Bool C×H×W regions of one image from a step folder; checked against the image's size and classes."
-    z = _read_regions(path, shape, labels)
+    return _unpack(_read_regions(path, shape, labels), n_classes, path)
+
+def _unpack(z, n_classes, path):
+    "The C×H×W bool regions of a step file's arrays (`_read_regions`)."
     if 'bits' not in z: raise ValueError(f"{path} lacks 'bits': it was not written by aepsl")
     shp = z['shape']
     out = np.zeros((n_classes,) + shp[1:], bool)
@@ -140,7 +143,10 @@ def load_erased(path, # the image's `.npz` in a step folder
 def load_top(path, # the image's `.npz` in a step folder
              shape=None): # expected (H, W)
     "uint8 H×W: 1 + the class whose CAM was highest where the step mined (`save_regions(cams=)`), 0 elsewhere; None for a file stored without it."
-    t = load_arrays(path, keys=('top',)).get('top')
+    return _top(load_arrays(path, keys=('top',)).get('top'), path, shape)
+
+def _top(t, path, shape):
+    "A step file's `top` (checked), or None."
     if t is None: return None
     if t.dtype != np.uint8 or t.ndim != 2 or (shape is not None and t.shape != tuple(shape)):
         raise ValueError(f"{path}: 'top' is {t.dtype} of shape {t.shape}, not a uint8 map of its image's size {shape}")
@@ -566,31 +572,35 @@ def mined_steps(self:AdversarialErasing, i:int, # image index
                 split:str='train', # 'train', 'holdout' or the name of an extra set given to `mine_split`
                 steps=None)->np.ndarray: # the steps to read; default: the used ones
     "uint8 C×H×W: the step at which each pixel was first mined for each class of image `i` (0 = never)."
-    sets = dict(train=self.train_ds, holdout=self.holdout_ds, **self._splits)
-    if split not in sets: raise ValueError(f"unknown split {split!r}: use {', '.join(map(repr, sets))} (an extra set is mined, "
-                                           f"and known to this object, once given to `mine_split`)")
-    ds = sets[split]
-    steps = range(1, self.n_used + 1) if steps is None else steps
-    img_shape = ds.image(i).shape[:2]
-    out = np.zeros((self.n_classes,) + img_shape, np.uint8)
-    for s in steps:
-        r = load_regions(self.out / 'mined' / f'step{s}' / split / f'{ds.ids[i]}.npz', self.n_classes, img_shape, ds.labels[i])
-        out[r & (out == 0)] = s
-    return out
+    return self.mined(i, split, steps)[0]
 
 @patch
 def mined_tops(self:AdversarialErasing, i:int, # image index
                split:str='train', # as in `mined_steps`
                steps=None)->np.ndarray: # the steps to read; default: the used ones
     "uint8 T×H×W (T the last step read): per step, 1 + the class whose CAM was highest where it mined (`load_top`); the ties of `regions_to_label_map`."
-    ds = dict(train=self.train_ds, holdout=self.holdout_ds, **self._splits)[split]   # `mined_steps` names a bad split first
+    return self.mined(i, split, steps)[1]
+
+@patch
+def mined(self:AdversarialErasing, i:int, # image index
+          split:str='train', # 'train', 'holdout' or the name of an extra set given to `mine_split`
+          steps=None)->tuple: # the steps to read; default: the used ones
+    "`mined_steps` and `mined_tops` of image `i` in one pass: its size read once, each step's file once."
+    sets = dict(train=self.train_ds, holdout=self.holdout_ds, **self._splits)
+    if split not in sets: raise ValueError(f"unknown split {split!r}: use {', '.join(map(repr, sets))} (an extra set is mined, "
+                                           f"and known to this object, once given to `mine_split`)")
+    ds = sets[split]
     steps = range(1, self.n_used + 1) if steps is None else steps
     img_shape = ds.image(i).shape[:2]
-    out = np.zeros((max(steps, default=0),) + img_shape, np.uint8)
+    first = np.zeros((self.n_classes,) + img_shape, np.uint8)
+    tops = np.zeros((max(steps, default=0),) + img_shape, np.uint8)
     for s in steps:
-        t = load_top(self.out / 'mined' / f'step{s}' / split / f'{ds.ids[i]}.npz', img_shape)
-        if t is not None: out[s - 1] = t
-    return out
+        path = self.out / 'mined' / f'step{s}' / split / f'{ds.ids[i]}.npz'
+        z = _read_regions(path, img_shape, ds.labels[i])
+        r = _unpack(z, self.n_classes, path)
+        first[r & (first == 0)] = s
+        if (t := _top(z.get('top'), path, img_shape)) is not None: tops[s - 1] = t
+    return first, tops
 
 @patch
 def mined_label_map(self:AdversarialErasing, i:int, # image index
@@ -600,7 +610,8 @@ def mined_label_map(self:AdversarialErasing, i:int, # image index
                    )->np.ndarray: # uint8 H×W, 0 = not mined
     "Mined label map of image `i` of a split (uint8 H×W, 0 = not mined): `regions_to_label_map` of its steps and their `top`."
     steps = range(1, (max_step or self.n_used) + 1)
-    return regions_to_label_map(self.mined_steps(i, split, steps), conflict=conflict, top=self.mined_tops(i, split, steps))
+    s, top = self.mined(i, split, steps)
+    return regions_to_label_map(s, conflict=conflict, top=top)
 
 @patch
 def label_map(self:AdversarialErasing, i:int, # training image index
@@ -619,7 +630,7 @@ def evaluate(self:AdversarialErasing, steps:int=None, # the first steps to score
     added = np.zeros((n, 2))                                # newly mined pixels: [on their class, all]
     for i in range(len(ds.ids)):
         gt = ds.mask(i)
-        s, top = self.mined_steps(i, split, steps=range(1, n + 1)), self.mined_tops(i, split, steps=range(1, n + 1))
+        s, top = self.mined(i, split, steps=range(1, n + 1))
         for t in range(1, n + 1):
             ms[t - 1].update(torch.from_numpy(regions_to_label_map(s, t, top=top)).long(), torch.from_numpy(gt).long())
             new = s == t

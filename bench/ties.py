@@ -41,7 +41,7 @@ def score(data:Path, run:Path)->dict:
     cam_m, cams = SegMetric(C + 1), ae.cams_of(trn)
     t0 = lambda a: torch.from_numpy(np.asarray(a)).long()
     for i, k in enumerate(trn.ids):
-        gt, s, top = trn.mask(i), ae.mined_steps(i), ae.mined_tops(i)
+        gt, (s, top) = trn.mask(i), ae.mined(i)
         cam_m.update(t0(cams_to_label_map(cams(i), p.cfg.cam.threshold)), t0(gt))
         for r, f in rules.items():
             for t in range(1, T + 1): steps[r][t - 1].update(t0(f(s, t, top)), t0(gt))

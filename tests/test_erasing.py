@@ -194,14 +194,15 @@ def test_classes_mined_at_one_step_are_told_apart_by_that_steps_cam(data, tmp_pa
     ae.run()
     cams, n_tie, wrong = ae.cams_of(ae.train_ds), 0, 0
     for i in range(len(ae.train_ds.ids)):
-        s, c = ae.mined_steps(i), cams(i)
+        (s, top), c = ae.mined(i), cams(i)
         tie = (s == 1).sum(0) > 1
         by_cam = cams_to_label_map(c, 0.05)
         got = ae.label_map(i)
         wrong += (got != by_cam)[tie].sum()
         n_tie += tie.sum()
-        top = ae.mined_tops(i)[0]
-        np.testing.assert_array_equal(top > 0, (s > 0).any(0))      # stored wherever the step mined
+        np.testing.assert_array_equal(top[0] > 0, (s > 0).any(0))   # stored wherever the step mined
+        np.testing.assert_array_equal(s, ae.mined_steps(i))
+        np.testing.assert_array_equal(top, ae.mined_tops(i))
     assert n_tie > 0                                                 # the case is exercised
     assert wrong <= 0.001 * n_tie, (wrong, n_tie)                   # the argmax (float ties between batches aside)
     assert read_marker(ae.out / 'mined' / 'step1' / 'train' / 'done.json')['config']['top'] is True   # older folders refuse
