@@ -69,6 +69,7 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
               bg_threshold:float=None, # pseudo labels: background where saliency is below this
               seg_arch:str=None, # segmentation net: seg_small, deeplab_largefov, resnet_largefov, lite0_seg or lite0_seg_small
               seg_weights:str=None, # its weights: 'imagenet', a .pth file, or 'none' (random initialisation)
+              seg_fallback:str=None, # network from ImageNet weights also trained for AE-SSL where seg_arch from random weights does not tell the classes apart, the better kept (cpu: lite0_seg_small); 'none': never
               seg_epochs:int=None, # epoch cap of each segmentation network (cpu: 60, stopped by patience; voc: the recipe's iterations)
               seg_patience:int=None, # stop a segmentation network after this many epochs without a lower held-out cross-entropy (cpu: 5)
               seg_sched:str=None, # its learning-rate schedule: plateau, poly, onecycle or const (default: the preset's, else the recipe's)
@@ -96,7 +97,7 @@ def aepsl_run(data:str=None, # VOC-layout folder: JPEGImages, ImageSets/Segmenta
         ov |= _run_overrides(train_split=train_split, holdout_split=holdout_split, holdout_frac=holdout_frac, eval_split=eval_split, miner=miner, cls_arch=cls_arch, cls_weights=cls_weights,
                             delta=delta, max_steps=max_steps, rho=rho, cls_epochs=cls_epochs, cls_patience=cls_patience, cls_bs=cls_bs, cls_lr=cls_lr,
                             crop_size=crop_size, cam_threshold=cam_threshold, bg_threshold=bg_threshold, saliency=saliency, pseudo_rule=pseudo_rule, seg_arch=seg_arch,
-                            seg_weights=seg_weights, seg_epochs=seg_epochs, seg_patience=seg_patience, seg_sched=seg_sched,
+                            seg_weights=seg_weights, seg_fallback=seg_fallback, seg_epochs=seg_epochs, seg_patience=seg_patience, seg_sched=seg_sched,
                             seg_lr_patience=seg_lr_patience, seg_bs=seg_bs, seg_lr=seg_lr, psl_weight=psl_weight,
                             psl_warmup=psl_warmup, test_scales=test_scales, test_prohibit=test_prohibit, crf=crf, seed=seed)
         p = Pipeline(data, out, preset, device, not quiet, num_workers, allow_pickle, **ov)   # every check, then config.json

@@ -96,9 +96,13 @@ class SegSettings:
     patience:int|None = setting(5, "stop after this many epochs without a lower held-out cross-entropy (None: to the cap)")
     sched:str|None = setting('plateau', "learning-rate schedule: plateau, poly, onecycle or const (None: the recipe's)")
     lr_patience:int|None = setting(2, "with sched plateau: epochs without progress before the rate falls")
+    fallback:str|None = setting('lite0_seg_small', "a network from ImageNet weights also trained for AE-SSL where `arch`, from "
+                                "random weights, does not tell the classes apart (its branch's held-out mAP under 0.8); the one "
+                                "that agrees better with the held-out images' pseudo labels is the run's (None: never)")
     def problems(self)->list:
         "Every bad setting, named by its flag (the weights: `pipeline_config`, which knows whether they were given)."
         bad = [] if self.arch in SEG_ARCHS else [f"seg_arch={self.arch!r}: use one of {', '.join(SEG_ARCHS)}"]
+        if self.fallback not in (None, *SEG_ARCHS): bad.append(f"seg_fallback={self.fallback!r}: use one of {', '.join(SEG_ARCHS)} or None")
         bad += [f"seg_{k}={getattr(self, k)} must be an integer ≥ 1" for k in ('epochs', 'bs') if getattr(self, k) is not None and not is_int(getattr(self, k), 1)]
         if self.lr is not None and not (is_number(self.lr) and self.lr > 0): bad.append(f"seg_lr={self.lr} must be a positive number")
         bad += [f"seg_{k}={getattr(self, k)!r} must be an integer ≥ 1 (epochs) or None" for k in ('patience', 'lr_patience')
@@ -176,10 +180,11 @@ DOTTED = {v: k for k, v in FLAGS.items()}   # (group, name) → flag
 
 PIPELINE_PRESETS = dict(
     cpu=RunConfig('cpu'),   # the fields' defaults: small networks from scratch, minutes on a CPU
-    photos=RunConfig('photos', erasing=ERASING_PRESETS['photos'], seg=SegSettings(arch='lite0_seg', weights='imagenet', bs=10),
+    photos=RunConfig('photos', erasing=ERASING_PRESETS['photos'], seg=SegSettings(arch='lite0_seg', weights='imagenet', bs=10, fallback=None),
                      psl=PslSettings(init='seg_weights'), test=PredictSettings(prohibit=False)),
     voc=RunConfig('voc', erasing=ERASING_PRESETS['voc'], splits=SplitSettings(train='train_aug'), psl=PslSettings(init='seg_weights'),
-                  seg=SegSettings(arch='deeplab_largefov', weights='imagenet', epochs=None, bs=None, patience=None, sched=None, lr_patience=None),
+                  seg=SegSettings(arch='deeplab_largefov', weights='imagenet', epochs=None, bs=None, patience=None, sched=None, lr_patience=None,
+                                  fallback=None),
                   test=PredictSettings(scales=(1.0, 0.75, 1.25), flip=True, prohibit=False, crf_workers=4)))
 
 # %% ../nbs/08b_config.ipynb #b8d76196
@@ -218,6 +223,7 @@ def pipeline_config(preset:str='cpu', # 'cpu', 'photos' or 'voc'
             (top if g is None else groups[g])[name] = tuple(v) if isinstance(v, list) else v
     for g in ('erasing', 'seg'):   # 'none' where the preset has no weights: the same run as without the flag
         if groups[g].get('weights') == 'none' and getattr(base, g).weights is None: groups[g]['weights'] = None
+    if groups['seg'].get('fallback') == 'none': groups['seg']['fallback'] = None   # never (None as an override keeps the preset's)
     if groups['erasing'].get('arch') == 'small' and 'weights' not in groups['erasing']: groups['erasing']['weights'] = None   # the preset's are for its own arch
     c = replace(base, **top, **{g: replace(getattr(base, g), **kw) for g, kw in groups.items() if kw})
     bad = c.problems() + [_check_weights('seg_weights', c.seg.arch, c.seg.weights, overrides.get('seg_weights') is not None)]   # cls_weights: ErasingSettings

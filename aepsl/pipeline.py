@@ -5,7 +5,7 @@
 # %% ../nbs/09_pipeline.ipynb #bb4aafcf
 from __future__ import annotations
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
@@ -15,11 +15,11 @@ from .voc import Splits, run_splits
 from .data import data_fingerprint
 from .erasing import MINERS, NUM_WORKERS
 from .config import pipeline_config
-from .psl import make_segnet, evaluate_predictions
+from .psl import make_segnet, evaluate_predictions, MIN_BRANCH_MAP
 from .viz import save_label_png, load_label_png, show_grid, overlay_heatmap, save_figure
 
 # %% auto #0
-__all__ = ['STAGES', 'Pipeline']
+__all__ = ['STAGES', 'SSL_PRETRAINED', 'Pipeline', 'needs_fallback', 'ssl_fallback']
 
 # %% ../nbs/09_pipeline.ipynb #26ad982f
 STAGES = ('erasing', 'cam', 'saliency', 'pseudo', 'seg_ssl', 'seg', 'pred_ssl', 'pred', 'pred_crf', 'evaluate')
@@ -127,10 +127,11 @@ def pseudo(self:Pipeline)->dict:
 
 # %% ../nbs/09_pipeline.ipynb #b5c4e102
 @patch
-def seg_stats(self:Pipeline, model)->tuple: # (mean, std) in grey levels
+def seg_stats(self:Pipeline, model, # a segmentation network (`make_segnet`)
+              weights)->tuple: # what it started from: 'imagenet', a file, or None/'none'; returns (mean, std) in grey levels
     "The pixel statistics `model` sees: its pretrained weights' own (recipe `mean`, `std`), else the erasing stage's."
     r = getattr(model, 'recipe', {})
-    if self.cfg.seg.weights not in (None, 'none') and 'mean' in r:
+    if weights not in (None, 'none') and 'mean' in r:
         return np.array(r['mean'], np.float32), np.array(r['std'], np.float32)
     return self.ae.stats()
 
@@ -143,40 +144,90 @@ def train_seg(self:Pipeline, name:str, # 'seg_ssl' or 'seg' (or a reference's ow
     if labels not in ('pseudo', 'gt'): raise ValueError(f"labels={labels!r}: 'pseudo' or 'gt'")
     c, gt = self.cfg, labels == 'gt'
     self.ae.stats()   # the erasing stage's pixel statistics: asked first, so that nothing is begun without them
-    init = 'seg_ssl' if psl and not gt and c.psl.init == 'seg_ssl' else None   # AE-PSL starts from the trained AE-SSL network
+    init = self.ssl_network()['net'] if psl and not gt and c.psl.init == 'seg_ssl' else None   # AE-PSL starts from AE-SSL's network
     if init and not (self.out / init / 'done.json').is_file():
-        raise RuntimeError(f"psl_init={init!r}: AE-PSL starts from the finished {init} stage; run train_seg({init!r}, psl=False) first")
-    s = c.seg   # the stage's config: every setting of the seg group, and what the network learns from
-    st = self.run.stage(name, dict(asdict(s), psl=psl, seed=c.seed, **(dict(labels='ground truth') if gt else dict(pseudo=self.stage_hash('pseudo'))),
+        raise RuntimeError(f"psl_init='seg_ssl': AE-PSL starts from the finished {init} stage; run train_seg({init!r}, psl=False) first")
+    arch, weights = self.seg_network(name)   # seg_ssl: the config's; the fallback's; the others: AE-SSL's (kept) network
+    s = {k: v for k, v in asdict(replace(c.seg, arch=arch, weights=weights)).items() if k != 'fallback'}
+    st = self.run.stage(name, dict(s, psl=psl, seed=c.seed, **(dict(labels='ground truth') if gt else dict(pseudo=self.stage_hash('pseudo'))),
                                    **(dict(psl_weight=c.psl.weight, warmup=c.psl.warmup, prohibit_by='labels') if psl else {}),
                                    **(dict(init=self.stage_hash(init)) if init else {})))   # the online term's settings: AE-PSL's alone
     if st.done: return dict(st.record, skipped=True)
     set_seed(c.seed)
-    model = make_segnet(s.arch, len(self.trn.classes), s.weights, self.out / init / 'model.pt' if init else None)
-    mean, std = self.seg_stats(model)
+    model = make_segnet(arch, len(self.trn.classes), weights, self.out / init / 'model.pt' if init else None)
+    mean, std = self.seg_stats(model, weights)
     ds = SegDataset(self.trn, None if gt else self.out / 'pseudo', seg_train_tfms(model.recipe, mean, std))
     held = self.hold if gt else FolderMasks(self.hold, self.out / 'pseudo')   # a reference watches the held-out ground truth
-    fit = {k: v for k, v in asdict(s).items() if k not in ('arch', 'weights') and v is not None}   # None: the recipe's
+    fit = {k: v for k, v in s.items() if k not in ('arch', 'weights') and v is not None}   # None: the recipe's
     return seg_stage(st, model, ds, PSLLoss(psl=psl, psl_weight=c.psl.weight, warmup=c.psl.warmup),   # held-out labels stop it:
-                     held=held if s.patience is not None or s.sched == 'plateau' else None, branch_on=self.hold, mean=mean, std=std,
+                     held=held if c.seg.patience is not None or c.seg.sched == 'plateau' else None, branch_on=self.hold, mean=mean, std=std,
                      seed=c.seed, num_workers=self.num_workers, device=self.device, progress=self.progress, **fit)   # branch_on: is v fit to prohibit?
 
 # %% ../nbs/09_pipeline.ipynb #d7c11ebc
 @patch
 def load_segnet(self:Pipeline, name:str='seg'):
-    "A trained segmentation network of the run, in eval mode on the run's device."
-    return make_segnet(self.cfg.seg.arch, len(self.trn.classes), checkpoint=self.out / name / 'model.pt').to(self.device).eval()
+    "A trained segmentation network of the run (its architecture: the stage's record), in eval mode on the run's device."
+    arch = read_marker(self.out / name / 'done.json')['config'].get('arch', self.cfg.seg.arch)
+    return make_segnet(arch, len(self.trn.classes), checkpoint=self.out / name / 'model.pt').to(self.device).eval()
 
 @patch
 def psl_network(self:Pipeline)->dict:
-    "The network the AE-PSL rungs use: `net` 'seg', or 'seg_ssl' when AE-PSL does not hold on the held-out images (`aepsl.psl.psl_kept`)."
-    v = psl_kept(read_marker(self.out / 'seg' / 'done.json'), read_marker(self.out / 'seg_ssl' / 'done.json'), self.cfg.psl.rho)
-    return dict(v, net='seg' if v['kept'] else 'seg_ssl')
+    "The network the AE-PSL rungs use: `net` 'seg', or AE-SSL's (`ssl_network`) when AE-PSL does not hold on the held-out images (`aepsl.psl.psl_kept`)."
+    ssl = self.ssl_network()['net']
+    v = psl_kept(read_marker(self.out / 'seg' / 'done.json'), read_marker(self.out / ssl / 'done.json'), self.cfg.psl.rho)
+    return dict(v, net='seg' if v['kept'] else ssl)
+
+# %% ../nbs/09_pipeline.ipynb #c03731aa
+SSL_PRETRAINED = 'seg_ssl_pretrained'   # the stage of `seg_fallback`'s AE-SSL network
+
+def needs_fallback(seg, # the run's `SegSettings`
+                   ssl_rec:dict)->bool: # the seg_ssl stage's record (`seg_stage`)
+    "Whether AE-SSL's network, from random weights, does not tell the classes apart (branch's held-out mAP < `MIN_BRANCH_MAP`) and `seg_fallback` is set."
+    m = ssl_rec.get('branch_mAP')
+    return seg.fallback not in (None, seg.arch) and seg.weights in (None, 'none') and m is not None and m < MIN_BRANCH_MAP
+
+def ssl_fallback(seg, # the run's `SegSettings`
+                 ssl_rec:dict, # the seg_ssl stage's record
+                 pre_rec:dict|None)->dict: # the seg_ssl_pretrained stage's record (None: not trained)
+    "AE-SSL's network: `net` 'seg_ssl', or `SSL_PRETRAINED` where that one was needed and agrees better with the held-out pseudo labels; `tried`, `why`."
+    if not needs_fallback(seg, ssl_rec): return dict(net='seg_ssl', tried=False, why=None)
+    if pre_rec is None: raise RuntimeError(f"{seg.arch}'s branch does not tell the classes apart: stage {SSL_PRETRAINED} must be trained first")
+    a, b = ssl_rec.get('held_mIoU'), pre_rec.get('held_mIoU')
+    keep = a is not None and b is not None and b > a
+    why = (f"{seg.arch}'s classification branch reaches only {100 * ssl_rec['branch_mAP']:.1f} % held-out mAP (< {100 * MIN_BRANCH_MAP:.0f} %): "
+           f"{seg.fallback} from ImageNet weights was trained too; held-out agreement with the pseudo labels {b} against "
+           f"{seg.arch}'s {a}, so AE-SSL's network is {seg.fallback if keep else seg.arch}")
+    return dict(net=SSL_PRETRAINED if keep else 'seg_ssl', tried=True, why=why)
+
+# %% ../nbs/09_pipeline.ipynb #693db0e8
+@patch
+def ssl_network(self:Pipeline)->dict:
+    "AE-SSL's network (`ssl_fallback`): `net` 'seg_ssl', or seg_ssl_pretrained where seg_ssl's did not tell the classes apart and it agrees better."
+    rec = lambda n: read_marker(self.out / n / 'done.json') if (self.out / n / 'done.json').is_file() else None
+    return ssl_fallback(self.cfg.seg, rec('seg_ssl') or {}, rec(SSL_PRETRAINED))
+
+@patch
+def seg_network(self:Pipeline, name:str)->tuple: # (arch, weights)
+    "The network stage `name` trains: seg_ssl the config's, seg_ssl_pretrained `seg_fallback` from ImageNet, any other (AE-PSL, a reference) AE-SSL's."
+    s = self.cfg.seg
+    if name == 'seg_ssl': return s.arch, s.weights
+    if name == SSL_PRETRAINED: return s.fallback, 'imagenet'
+    return self.seg_network(self.ssl_network()['net'])
+
+@patch
+def train_ssl(self:Pipeline)->dict:
+    "Stage 5: AE-SSL's network (`train_seg`); where it does not tell the classes apart (`needs_fallback`), `seg_fallback`'s too."
+    rec, pre = self.train_seg('seg_ssl', psl=False), {'skipped': True}
+    if needs_fallback(self.cfg.seg, read_marker(self.out / 'seg_ssl' / 'done.json')):
+        if is_main() and not (self.out / SSL_PRETRAINED / 'done.json').is_file(): self.run.log.info(f"seg_ssl's branch does not tell the classes apart: training {self.cfg.seg.fallback} too")
+        pre = self.train_seg(SSL_PRETRAINED, psl=False)
+    skipped = bool(rec.get('skipped') and pre.get('skipped'))   # either trained now: the stage's seconds are this call's
+    return dict(rec, skipped=skipped, network=self.ssl_network()['net'])
 
 # %% ../nbs/09_pipeline.ipynb #49431ec5
 @patch
 def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred_crf'
-            net:str, # trained network: 'seg_ssl' or 'seg' (`psl_network` chooses AE-PSL's)
+            net:str, # trained network: AE-SSL's (`ssl_network`) or 'seg' (`psl_network` chooses AE-PSL's)
             crf:bool=False, # refine with DenseCRF (`aepsl.crf`, preset `crf`)
             prohibit=None)->dict: # weight the scores by the network's branch, [1, v] ⊗ f: True, False, 'auto'; None: the config's
     "Stages 7–9: `aepsl.psl.predict_stage` on the evaluation split (test-time scales/flips, prohibition, DenseCRF)."
@@ -186,7 +237,7 @@ def predict(self:Pipeline, name:str, # output stage: 'pred_ssl', 'pred' or 'pred
                                    crf=crf_params(c.crf) if crf else None, data=data_fingerprint(self.ev)))   # the widths, not only the name
     if st.done: return dict(st.record, skipped=True)
     model = self.load_segnet(net)
-    mean, std = self.seg_stats(model)
+    mean, std = self.seg_stats(model, read_marker(self.out / net / 'done.json')['config'].get('weights'))
     predict_stage(model, self.ev, st, c.scales, c.flip, crf=c.crf if crf else None,
                   crf_workers=c.crf_workers, mean=mean, std=std, progress=self.progress, test_prohibit=pro)
     return st.record
@@ -203,10 +254,11 @@ def ladder(self:Pipeline)->list:
     q = pseudo_quality(ev, self.out / 'pseudo')
     rows.append(dict(rung='pseudo labels', mIoU=q['miou'],
                      what=f"labelled pixels only: coverage {q['coverage']:.1f} %, precision {q['precision']:.1f} %"))
-    net = self.psl_network()['net']   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
+    net, ssl = self.psl_network()['net'], self.ssl_network()   # AE-PSL's network, or AE-SSL's where AE-PSL did not hold on the held-out images
+    pre = f" ({self.seg_network(ssl['net'])[0]}, ImageNet weights: seg_fallback)" if ssl['net'] == SSL_PRETRAINED else ""
     psl = 'segmentation net with PSL' if net == 'seg' else "AE-SSL's network (AE-PSL's did not hold on the held-out images)"
     w = lambda f: ', scores weighted by its branch, [1, v] ⊗ f' if read_marker(self.out / f / 'done.json')['config']['prohibit'] else ''
-    for rung, folder, what, used in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only' + w('pred_ssl'), 'seg_ssl'),
+    for rung, folder, what, used in (('AE-SSL', 'pred_ssl', 'segmentation net, pseudo labels only' + pre + w('pred_ssl'), ssl['net']),
                                      ('AE-PSL', 'pred', psl + w('pred'), net), ('AE-PSL + CRF', 'pred_crf', 'AE-PSL + DenseCRF', net)):
         rows.append(dict(rung=rung, what=what, mIoU=evaluate_predictions(self.out / folder, ev)['mIoU'], folder=folder, network=used))
         if folder != 'pred_crf':   # the networks where the pseudo labels label: comparable with the pseudo labels' row
@@ -219,12 +271,14 @@ def ladder(self:Pipeline)->list:
 def flags(self:Pipeline, rows:list)->list:
     "What the run must tell its user: the miner's warnings (`AdversarialErasing.flags`) and the segmentation stages' (`aepsl.psl.seg_flags`)."
     c = self.cfg   # the networks on the pixels the pseudo labels label, each network once:
-    on = {x['rung']: x['mIoU_pseudo_pixels'] for x in rows if 'mIoU_pseudo_pixels' in x and (x['rung'], x['network']) != ('AE-PSL', 'seg_ssl')}
-    recs = [read_marker(self.out / n / 'done.json') for n in ('seg_ssl', 'seg')]
-    return self.ae.flags([x['mIoU'] for x in rows if ' step ' in x['rung']]) + \
+    ssl = self.ssl_network()   # AE-SSL's network: the config's, or seg_fallback's (`ssl_fallback` says why)
+    on = {x['rung']: x['mIoU_pseudo_pixels'] for x in rows if 'mIoU_pseudo_pixels' in x and (x['rung'], x['network']) != ('AE-PSL', ssl['net'])}
+    recs = [read_marker(self.out / n / 'done.json') for n in (ssl['net'], 'seg')]
+    w = recs[0]['config'].get('weights')
+    return self.ae.flags([x['mIoU'] for x in rows if ' step ' in x['rung']]) + ([ssl['why']] if ssl['tried'] else []) + \
            seg_flags({x['rung']: x['mIoU'] for x in rows}, on, *recs, rho=c.psl.rho, patience=c.seg.patience, epochs=c.seg.epochs,
-                     net=self.psl_network()['net'], prohibit=c.test.prohibit,   # 'auto': says why it did not weight
-                     pretrained=c.seg.weights not in (None, 'none'))
+                     net='seg' if self.psl_network()['net'] == 'seg' else 'seg_ssl', prohibit=c.test.prohibit,   # 'auto': says why it did not weight
+                     pretrained=None if ssl['tried'] else w not in (None, 'none'))   # tried: the pretrained advice was taken
 
 # %% ../nbs/09_pipeline.ipynb #fdf591c1
 @patch
@@ -275,8 +329,8 @@ def __call__(self:Pipeline, stop_after:str=None)->dict:
     if stop_after is not None and stop_after not in STAGES: raise ValueError(f"unknown stage {stop_after!r}: stages are {', '.join(STAGES)}")
     todo = STAGES[:STAGES.index(stop_after) + 1] if stop_after else STAGES
     calls = dict(erasing=self.erasing, cam=self.cam, saliency=self.saliency, pseudo=self.pseudo,
-                 seg_ssl=lambda: self.train_seg('seg_ssl', psl=False), seg=lambda: self.train_seg('seg', psl=True),
-                 pred_ssl=lambda: self.predict('pred_ssl', 'seg_ssl'), pred=lambda: self.predict('pred', self.psl_network()['net']),
+                 seg_ssl=self.train_ssl, seg=lambda: self.train_seg('seg', psl=True),
+                 pred_ssl=lambda: self.predict('pred_ssl', self.ssl_network()['net']), pred=lambda: self.predict('pred', self.psl_network()['net']),
                  pred_crf=lambda: self.predict('pred_crf', self.psl_network()['net'], crf=True), evaluate=self.evaluate)
     self.run.log.info(f"{self!r}: stages {', '.join(todo)}")
     self.metrics = self.run.run_stages({k: calls[k] for k in todo}, self.progress, now=lambda s: setattr(self, 'stage_now', s),

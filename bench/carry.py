@@ -74,17 +74,18 @@ def _stop(folder:Path, cap)->dict:
         said = f"{'cap' if n >= cap else 'patience'} (inferred: {n} of {cap} epochs)"
     return dict(folder=folder.name if folder.parent.name != 'cls' else f'cls/{folder.name}', epochs=n, cap=cap,
                 stopped_by=said, monitor=mon, best_epoch=best, best_value=value, branch_mAP=rec.get('branch_mAP') if isinstance(rec, dict) else None,
+                seconds=rec.get('train_time') if isinstance(rec, dict) else None,
                 still_improving=bool(best and len(rows) > 1 and best == n and n >= (cap or 10**9)))
 
 def stops(run:Path)->list:
-    "The stop of every erasing classifier (cls/step*/) and segmentation network (seg_ssl/, seg/) of a run."
+    "The stop of every erasing classifier (cls/step*/) and segmentation network (seg_ssl/, seg_ssl_pretrained/, seg/, seg_gt/) of a run."
     cfg = _read(run / 'config.json') or {}
     cfg = cfg.get('config', cfg)
     e = cfg.get('erasing', {}) if isinstance(cfg.get('erasing'), dict) else {}
     seg = cfg.get('seg', {}) if isinstance(cfg.get('seg'), dict) else {}
     cls_cap, seg_cap = e.get('epochs', cfg.get('epochs')), seg.get('epochs', cfg.get('seg_epochs'))   # the tree; older runs: flat
     steps = sorted((run / 'cls').glob('step*'), key=lambda p: int(''.join(c for c in p.name if c.isdigit()) or 0))
-    return [_stop(p, cls_cap) for p in steps] + [_stop(run / n, seg_cap) for n in ('seg_ssl', 'seg', 'seg_gt') if (run / n).is_dir()]
+    return [_stop(p, cls_cap) for p in steps] + [_stop(run / n, seg_cap) for n in ('seg_ssl', 'seg_ssl_pretrained', 'seg', 'seg_gt') if (run / n).is_dir()]
 
 def ladder(run:Path)->list:
     m = _read(run / 'metrics.json') or {}
@@ -140,16 +141,19 @@ def table(res:dict)->str:
         v = [next((f"{r['mIoU']:.2f}" for r in res[n]['ladder'] if r['rung'] == g), '–') for n in names]
         lines.append(f'| {g} | ' + ' | '.join(v) + ' |')
     used = [next((r.get('network', '–') for r in res[n]['ladder'] if r['rung'] == 'AE-PSL'), '–') for n in names]
-    lines.append("| network of the AE-PSL rungs (`psl_rho`: seg_ssl where AE-PSL did not hold on the held-out images) | "
+    lines.append("| network of the AE-PSL rungs (`psl_rho`: AE-SSL's — seg_ssl, or seg_ssl_pretrained where `seg_fallback` was kept — "
+                 "where AE-PSL did not hold on the held-out images) | "
                  + ' | '.join(f'`{u}`' for u in used) + ' |')
-    lines += ['', '| set | network | epochs | cap | stopped by | best epoch (monitor there) | branch mAP (held out) |', '|---|---|---|---|---|---|---|']
+    lines += ['', '| set | network | epochs | cap | stopped by | best epoch (monitor there) | branch mAP (held out) | seconds of training |',
+              '|---|---|---|---|---|---|---|---|']
     for n in names:
         for s in res[n]['stops']:
             flag = ' — still improving at the cap' if s['still_improving'] else ''
             bm = f"{s['branch_mAP']:.3f}" if isinstance(s.get('branch_mAP'), float) else '–'
             lines.append(f"| {n} | {s['folder']} | {s['epochs']} | {s['cap']} | {s['stopped_by']}{flag} | "
                          + (f"{s['best_epoch']} ({s['monitor']} {s['best_value']:.3f})" if isinstance(s.get('best_value'), float) else
-                            f"{s['best_epoch']} ({s['monitor']})") + f" | {bm} |")
+                            f"{s['best_epoch']} ({s['monitor']})") + f" | {bm} | "
+                         + (f"{s['seconds']:.0f}" if isinstance(s.get('seconds'), (int, float)) else '–') + ' |')
     lines += ['', '| set | every network stopped by patience | CAM < AE < AE-SSL ≤ AE-PSL ≤ AE-PSL + CRF | AE-PSL + CRF, % of the reference + CRF (bar: 90) |',
               '|---|---|---|---|']
     for n in names:
@@ -210,7 +214,7 @@ def main(argv=None):
         res[s] = dict(n_train=nt, n_val=nv, data=str(data), run=str(out), seconds=round(time.time() - t, 1),
                       run_seconds=round(sum(v['seconds'] for v in st.values()), 1), ladder=lad, stops=stops(out),
                       flags=(_read(out / 'metrics.json') or {}).get('flags', []),
-                      seg_arch=((_read(out / 'config.json') or {}).get('seg') or {}).get('arch'))
+                      seg_arch=((_read(out / 'seg_gt' / 'done.json') or {}).get('config') or {}).get('arch'))   # AE-SSL's kept network's
         res[s]['verdict'] = verdict(lad, res[s]['stops'])
     from aepsl.psl import MIN_BRANCH_MAP
     archs = ' / '.join(dict.fromkeys(f"`{v['seg_arch']}`" for v in res.values()))

@@ -47,13 +47,13 @@ def sec_network(p)->None:
                          config=dict(erasing=p.ae.identity, max_step=1, conflict=255, saliency=p.stage_hash('saliency')))
     mean, std = p.ae.stats()
     s = c.seg   # as `Pipeline.train_seg`: every setting of the seg group, and what the network learns from
-    st = p.run.stage('seg_sec', dict(asdict(s), seed=c.seed, loss='sec', seeds=seeds.hash))
+    st = p.run.stage('seg_sec', dict({k: v for k, v in asdict(s).items() if k != 'fallback'}, seed=c.seed, loss='sec', seeds=seeds.hash))
     set_seed(c.seed)
     model = make_segnet(s.arch, len(p.trn.classes), s.weights)
     seg_stage(st, model, SegDataset(p.trn, seeds.folder, seg_train_tfms(model.recipe, mean, std)), 'sec',
               held=FolderMasks(p.hold, seeds.folder), mean=mean, std=std, sec_kw=dict(mean=mean, std=std),
               seed=c.seed, num_workers=p.num_workers, device=p.device, progress=False,
-              **{k: v for k, v in asdict(s).items() if k not in ('arch', 'weights') and v is not None})   # None: the recipe's
+              **{k: v for k, v in asdict(s).items() if k not in ('arch', 'weights', 'fallback') and v is not None})   # None: the recipe's
 
 
 def one_seed(data:Path, out:Path, seed:int, ov:dict)->dict:

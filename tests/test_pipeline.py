@@ -9,7 +9,7 @@ from aepsl.runs import StageConfigError, read_json
 from aepsl.pipeline import Pipeline, STAGES
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1', MPLBACKEND='Agg')
-TINY = ['--cls_epochs', '2', '--max_steps', '2', '--seg_epochs', '3', '--quiet']
+TINY = ['--cls_epochs', '2', '--max_steps', '2', '--seg_epochs', '3', '--seg_fallback', 'none', '--quiet']   # one AE-SSL network: see the fallback's own test
 
 def script(name, folder=None):
     "A file that runs the console script `name` (aepsl_eval: aepsl.psl's; the others aepsl.cli's) like its installed entry point."
@@ -75,7 +75,7 @@ def test_rerun_skips_and_other_config_refuses(voc, run_a):
     assert r.stderr.count('done before, skipped') == len(STAGES), r.stderr[-2000:]
     assert ladder(out) == {x['rung']: x['mIoU'] for x in before['ladder']}
     with pytest.raises(StageConfigError, match=r'seg\.epochs: '):
-        Pipeline(voc, out, 'cpu', progress=False, cls_epochs=2, max_steps=2, seg_epochs=4)
+        Pipeline(voc, out, 'cpu', progress=False, **dict(TINY_KW, seg_epochs=4))
 
 def test_ground_truth_reference_watches_the_ground_truth(voc, run_a, tmp_path):
     "`train_seg(labels='gt')`, the benches' fully supervised reference: trained and stopped on masks, not on pseudo labels."
@@ -83,7 +83,7 @@ def test_ground_truth_reference_watches_the_ground_truth(voc, run_a, tmp_path):
     from aepsl.psl import seg_scores
     out = tmp_path / 'run'
     shutil.copytree(run_a[0], out)
-    p = Pipeline(voc, out, 'cpu', progress=False, cls_epochs=2, max_steps=2, seg_epochs=3)
+    p = Pipeline(voc, out, 'cpu', progress=False, **TINY_KW)
     with pytest.raises(RuntimeError, match=r'call erasing\(\) first'): p.train_seg('seg_gt', psl=False, labels='gt')
     assert not (out / 'seg_gt').exists()             # nothing begun
     p.erasing()                                      # finished: reads the steps
@@ -172,7 +172,7 @@ def test_ddp_pipeline_gloo(voc, run_a, tmp_path):
     for f in ('cam', 'pseudo', 'pred_ssl', 'pred', 'pred_crf'):   # every image once in every per-image stage
         assert sorted(p.name for p in (out / f).glob('*.png')) == sorted(p.name for p in (run_a[0] / f).glob('*.png')), f
 
-TINY_KW = dict(cls_epochs=2, max_steps=2, seg_epochs=3)
+TINY_KW = dict(cls_epochs=2, max_steps=2, seg_epochs=3, seg_fallback='none')
 
 def test_stage_folders_are_the_module_stages(voc, run_a, tmp_path):
     "Each stage folder of `aepsl_run` is what its module's stage function writes on the same input; metrics.json is complete."
@@ -332,6 +332,35 @@ def test_psl_not_kept_uses_the_ssl_network(voc, run_a, tmp_path):
     assert any("AE-PSL's network was not kept" in f and '0.50 of it' in f for f in m['flags']), m['flags']
     write_json(run / 'seg' / 'done.json', dict(seg, held_mIoU=ssl['held_mIoU']))   # now AE-PSL holds: the masks AE-SSL's network made are refused
     with pytest.raises(StageConfigError, match='network'): Pipeline(voc, run, 'cpu', progress=False, **TINY_KW)()
+
+def test_a_network_that_cannot_tell_the_classes_apart_is_backed_by_a_pretrained_one(voc, tmp_path, monkeypatch):
+    "The cpu preset's seg_fallback: where seg_ssl's branch is weak (< 0.8 held-out mAP), lite0_seg_small (pip weights) learns the same pseudo labels the same way; where it agrees better with the held-out ones it is AE-SSL's network for every later stage."
+    from aepsl.runs import write_json
+    import aepsl.pipeline as P
+    from aepsl.pipeline import needs_fallback, SSL_PRETRAINED
+    monkeypatch.setattr(P, 'MIN_BRANCH_MAP', 1.01)   # every branch below it: 4 held-out images can give any mAP
+    kw = dict(cls_epochs=2, max_steps=2, seg_epochs=2)
+    run = tmp_path / 'run'
+    p = Pipeline(voc, run, 'cpu', progress=False, **kw)
+    p('seg_ssl')
+    ssl = read_json(run / 'seg_ssl' / 'done.json')
+    assert needs_fallback(p.cfg.seg, ssl)
+    pre = read_json(run / SSL_PRETRAINED / 'done.json')
+    assert (pre['config']['arch'], pre['config']['weights']) == ('lite0_seg_small', 'imagenet')
+    same = lambda c: {k: v for k, v in c.items() if k not in ('arch', 'weights')}
+    assert same(pre['config']) == same(ssl['config'])   # the same pseudo labels, budget and stopping rule
+    assert p.ssl_network()['net'] == (SSL_PRETRAINED if pre['held_mIoU'] > ssl['held_mIoU'] else 'seg_ssl')
+    write_json(run / SSL_PRETRAINED / 'done.json', dict(pre, held_mIoU=ssl['held_mIoU'] + 10))   # the pretrained one agrees better
+    m = Pipeline(voc, run, 'cpu', progress=False, **kw)()
+    seg = read_json(run / 'seg' / 'done.json')
+    assert seg['config']['init'] == pre['hash'] and seg['config']['arch'] == 'lite0_seg_small'   # AE-PSL starts from it
+    assert read_json(run / 'pred_ssl' / 'done.json')['config']['network'] == SSL_PRETRAINED
+    rows = {r['rung']: r for r in m['ladder']}
+    assert rows['AE-SSL']['network'] == SSL_PRETRAINED and 'lite0_seg_small' in rows['AE-SSL']['what']
+    assert any('lite0_seg_small from ImageNet weights was trained too' in f for f in m['flags']), m['flags']
+    off = tmp_path / 'off'
+    Pipeline(voc, off, 'cpu', progress=False, seg_fallback='none', **kw)('seg_ssl')
+    assert (off / 'seg_ssl' / 'done.json').is_file() and not (off / SSL_PRETRAINED).exists()
 
 def test_predict_with_prohibition_is_its_own_stage(voc, run_a, tmp_path):
     "`Pipeline.predict(prohibit=True)` (bench/psl.py's [1, v] column): the masks of the [1, v]-weighted scores, recorded; the other setting is refused."
