@@ -133,8 +133,8 @@ class PslSettings:
 @dataclass(frozen=True)
 class PredictSettings:
     "Prediction on the evaluation split: test-time scales and flips, [1, v] weighting, DenseCRF (`aepsl.psl.predict_stage`)."
-    scales:tuple = setting((1.0,), "test-time scales")
-    flip:bool = setting(False, "average with the horizontally flipped image's scores")
+    scales:tuple = setting((1.0, 0.75, 1.25), "test-time scales (their scores averaged)")
+    flip:bool = setting(True, "average with the horizontally flipped image's scores")
     prohibit:bool|str = setting('auto', f"weight the scores by the network's own branch, [1, v] ⊗ f: True, False or 'auto' (where its held-out mAP ≥ {MIN_BRANCH_MAP})")
     crf:str|dict = setting('deeplab', "DenseCRF preset of aepsl.crf (deeplab, psa, sec, irn) or its parameters", 'crf')
     crf_workers:int = setting(0, "DenseCRF processes (0: this one)", 'crf_workers')
@@ -181,7 +181,7 @@ DOTTED = {v: k for k, v in FLAGS.items()}   # (group, name) → flag
 PIPELINE_PRESETS = dict(
     cpu=RunConfig('cpu'),   # the fields' defaults: small networks from scratch, minutes on a CPU
     photos=RunConfig('photos', erasing=ERASING_PRESETS['photos'], seg=SegSettings(arch='lite0_seg', weights='imagenet', bs=10, fallback=None),
-                     psl=PslSettings(init='seg_weights'), test=PredictSettings(prohibit=False)),
+                     psl=PslSettings(init='seg_weights'), test=PredictSettings(scales=(1.0,), flip=False, prohibit=False)),
     voc=RunConfig('voc', erasing=ERASING_PRESETS['voc'], splits=SplitSettings(train='train_aug'), psl=PslSettings(init='seg_weights'),
                   seg=SegSettings(arch='deeplab_largefov', weights='imagenet', epochs=None, bs=None, patience=None, sched=None, lr_patience=None,
                                   fallback=None),

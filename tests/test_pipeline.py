@@ -375,7 +375,7 @@ def test_predict_with_prohibition_is_its_own_stage(voc, run_a, tmp_path):
     mean, std = p.ae.stats()
     net, n = p.load_segnet('seg'), 0
     for idx, _, x in native_batches(p.ev, bs=8, mean=mean, std=std):   # as predict_stage batches them
-        f, v = seg_probs(net, x, (1.0,), False)
+        f, v = seg_probs(net, x, p.cfg.test.scales, p.cfg.test.flip)   # the preset's test-time scales and flips
         for j, s in zip(idx, prohibit(f, v).argmax(1).cpu().numpy()):
             n += 1
             assert np.array_equal(np.array(Image.open(run / 'pred_pro' / f'{p.ev.ids[j]}.png')), s), p.ev.ids[j]
