@@ -67,7 +67,8 @@ def main(argv=None):
         run = work / f'run_{s}'
         if not (run / 'seg_gt' / 'done.json').is_file(): sys.exit(f'{run}: no finished reference (seg_gt): run bench/carry.py --work {work} first')
         res[s] = score_set(work / f'data_{s}', run)
-    text = '\n'.join([f"`python bench/test_time.py {' '.join(argv if argv is not None else sys.argv[1:])}`".replace(' `', '`'), '',
+    cmd = ' '.join(['python bench/test_time.py', *(argv if argv is not None else sys.argv[1:])])
+    text = '\n'.join([f"`{cmd}`", '',
                       f"Machine: {m['platform']}; {m['cpu']}, {m['cpu_count']} cores; torch {m['torch']} ({m['torch_threads']} threads)", '',
                       "bench/carry.py's runs, each network predicted on the training split's held-out images (never trained on, never "
                       "the scored split) with each test-time setting; scores weighted by the branch where the run's 'auto' would.",
