@@ -102,7 +102,8 @@ class SegSettings:
     def problems(self)->list:
         "Every bad setting, named by its flag (the weights: `pipeline_config`, which knows whether they were given)."
         bad = [] if self.arch in SEG_ARCHS else [f"seg_arch={self.arch!r}: use one of {', '.join(SEG_ARCHS)}"]
-        if self.fallback not in (None, *SEG_ARCHS): bad.append(f"seg_fallback={self.fallback!r}: use one of {', '.join(SEG_ARCHS)} or None")
+        pre = [a for a in SEG_ARCHS if a not in NO_WEIGHTS]   # the fallback starts from ImageNet weights
+        if self.fallback not in (None, *pre): bad.append(f"seg_fallback={self.fallback!r}: use one of {', '.join(pre)} (pretrained) or 'none'")
         bad += [f"seg_{k}={getattr(self, k)} must be an integer ≥ 1" for k in ('epochs', 'bs') if getattr(self, k) is not None and not is_int(getattr(self, k), 1)]
         if self.lr is not None and not (is_number(self.lr) and self.lr > 0): bad.append(f"seg_lr={self.lr} must be a positive number")
         bad += [f"seg_{k}={getattr(self, k)!r} must be an integer ≥ 1 (epochs) or None" for k in ('patience', 'lr_patience')
