@@ -118,7 +118,7 @@ class SegSettings:
 @dataclass(frozen=True)
 class PslSettings:
     "AE-PSL's online-label term (`aepsl.psl.PSLLoss`), where its network starts, and when its rungs use it (`aepsl.psl.psl_kept`)."
-    weight:float = setting(1.0, "λ of the online-label term, > 0 (0 would be AE-SSL again)")
+    weight:float = setting(0.5, "λ of the online-label term, > 0 (1: the paper's; 0 would be AE-SSL again)")
     warmup:float = setting(0.0, "ramp λ up over this many epochs (0: the paper's loss from the start)")
     init:str = setting('seg_ssl', "where AE-PSL's network starts: seg_ssl (the trained AE-SSL network) or seg_weights (the paper's)")
     rho:float = setting(0.9, "AE-PSL's network is kept while its held-out agreement is ≥ rho × AE-SSL's (0: always)")
@@ -182,8 +182,9 @@ DOTTED = {v: k for k, v in FLAGS.items()}   # (group, name) → flag
 PIPELINE_PRESETS = dict(
     cpu=RunConfig('cpu'),   # the fields' defaults: small networks from scratch, minutes on a CPU
     photos=RunConfig('photos', erasing=ERASING_PRESETS['photos'], seg=SegSettings(arch='lite0_seg', weights='imagenet', bs=10, fallback=None),
-                     psl=PslSettings(init='seg_weights'), test=PredictSettings(scales=(1.0,), flip=False, prohibit=False)),
-    voc=RunConfig('voc', erasing=ERASING_PRESETS['voc'], splits=SplitSettings(train='train_aug'), psl=PslSettings(init='seg_weights'),
+                     psl=PslSettings(init='seg_weights', weight=1.0), test=PredictSettings(scales=(1.0,), flip=False, prohibit=False)),
+    voc=RunConfig('voc', erasing=ERASING_PRESETS['voc'], splits=SplitSettings(train='train_aug'),
+                  psl=PslSettings(init='seg_weights', weight=1.0),
                   seg=SegSettings(arch='deeplab_largefov', weights='imagenet', epochs=None, bs=None, patience=None, sched=None, lr_patience=None,
                                   fallback=None),
                   test=PredictSettings(scales=(1.0, 0.75, 1.25), flip=True, prohibit=False, crf_workers=4)))

@@ -30,6 +30,22 @@ def parser(doc:str)->argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog=doc.split('\n\n', 1)[1])
 
+def write_record(results, # path without suffix: <results>.md and .json are written
+                 script:str, argv, # the script's name in bench/ and its arguments (None: sys.argv's)
+                 intro:str, body:str, # a sentence on what was measured; the tables (Markdown)
+                 payload:dict)->str: # what the .json holds besides the machine
+    "A bench record: the command line, the machine, `intro` and `body` in <results>.md; `payload` and the machine in <results>.json."
+    m = machine()
+    cmd = ' '.join([f'python bench/{script}', *(argv if argv is not None else sys.argv[1:])])
+    text = '\n'.join([f"`{cmd}`", '', f"Machine: {m['platform']}; {m['cpu']}, {m['cpu_count']} cores; torch {m['torch']} "
+                      f"({m['torch_threads']} threads)", '', intro, body, ''])
+    out = Path(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix('.md').write_text(text)
+    out.with_suffix('.json').write_text(json.dumps(dict(machine=m, **payload), indent=1))
+    print(text)
+    return text
+
 def write_set(root:Path, variant, n_train:int, n_val:int)->Path:
     "The benchmark in VOC layout, once: a marker with its arguments, written last, makes a rerun skip it."
     from aepsl.voc import synthetic_voc

@@ -113,7 +113,7 @@ def main():
         epochs = 2 if a.smoke else 60
         folder, psl = name + {'gt': '', 'pseudo': '_pseudo', 'psl': '_psl'}[a.labels], a.labels == 'psl'
         init = {}
-        if psl:   # AE-PSL as the `cpu` preset trains it: from the trained AE-SSL network, λ = 1 from the start (psl.init, psl.weight, psl.warmup)
+        if psl:   # AE-PSL as the `cpu` preset trained it then: from the trained AE-SSL network, λ = 1 from the start (psl.init; psl.weight is 0.5 since)
             ssl = out / f'{name}_pseudo'
             load_checkpoint(ssl / 'model.pt', net)
             init = dict(psl=True, init=json.loads((ssl / 'done.json').read_text())['hash'])

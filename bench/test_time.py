@@ -8,12 +8,12 @@ the reference trained on the masks), without and with the preset's DenseCRF, sco
 Writes bench/results/test_time.md and .json. Each network's scores are weighted by its branch where the run's
 `test_prohibit='auto'` would (`aepsl.psl.use_prohibit`), as in the run's own predictions.
 """
-import argparse, json, sys, tempfile, time
+import argparse, sys, tempfile, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from carry import machine   # the same machine line as carry.md
+from carry import write_record   # the same machine line as carry.md
 
 SETTINGS = (('scale 1', (1.0,), False), ('scale 1 + flip', (1.0,), True),
             ('scales 1, 0.75, 1.25', (1.0, 0.75, 1.25), False), ('scales 1, 0.75, 1.25 + flip', (1.0, 0.75, 1.25), True))
@@ -62,21 +62,14 @@ def main(argv=None):
     ap.add_argument('--sets', default='builtin,hard', help='comma-separated (default: both)')
     ap.add_argument('--results', default=str(HERE / 'results' / 'test_time'), help='results path without suffix')
     a = ap.parse_args(argv)
-    work, m, res = Path(a.work), machine(), {}
+    work, res = Path(a.work), {}
     for s in [x.strip() for x in a.sets.split(',') if x.strip()]:
         run = work / f'run_{s}'
         if not (run / 'seg_gt' / 'done.json').is_file(): sys.exit(f'{run}: no finished reference (seg_gt): run bench/carry.py --work {work} first')
         res[s] = score_set(work / f'data_{s}', run)
-    cmd = ' '.join(['python bench/test_time.py', *(argv if argv is not None else sys.argv[1:])])
-    text = '\n'.join([f"`{cmd}`", '',
-                      f"Machine: {m['platform']}; {m['cpu']}, {m['cpu_count']} cores; torch {m['torch']} ({m['torch_threads']} threads)", '',
-                      "bench/carry.py's runs, each network predicted on the training split's held-out images (never trained on, never "
-                      "the scored split) with each test-time setting; scores weighted by the branch where the run's 'auto' would.",
-                      table(res), ''])
-    out = Path(a.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix('.md').write_text(text)
-    out.with_suffix('.json').write_text(json.dumps(dict(machine=m, sets=res), indent=1))
-    print(text)
+    write_record(a.results, 'test_time.py', argv,
+                 "bench/carry.py's runs, each network predicted on the training split's held-out images (never trained on, never "
+                 "the scored split) with each test-time setting; scores weighted by the branch where the run's 'auto' would.",
+                 table(res), dict(sets=res))
 
 if __name__ == '__main__': main()
